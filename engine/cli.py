@@ -1,0 +1,473 @@
+"""The headless command line: ``minigpt-tui train|generate|chat|checkpoints|eval``.
+
+``minigpt-tui`` with no command opens the Textual app; that launcher is passed in by
+``tui.__main__`` so this module never imports Textual.  Exit codes: 0 ok, 1 failure,
+2 usage error, 130 interrupted (SIGINT, after a clean save), 143 terminated (SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Callable, Sequence
+
+from .errors import EngineError, UsageError
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INT, EXIT_TERM = 0, 1, 2, 130, 143
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit code 2 (argparse would print the whole usage first)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .model import PRESETS
+
+    parser = _Parser(prog="minigpt-tui", description="Build a small GPT and talk to it. No command: the full-screen app.")
+    parser.add_argument("--checkpoint", help="open the app with this checkpoint active")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model (headless)")
+    t.add_argument("--dataset", help="hub id (default wikitext), a file or folder, or 'builtin'")
+    t.add_argument("--dataset-config", help="hub dataset config (default wikitext-2-raw-v1 for wikitext)")
+    t.add_argument("--tokenizer", default="gpt2", help="gpt2 | bpe:N | PATH (default gpt2)")
+    t.add_argument("--preset", default="seed", choices=list(PRESETS), help="model size (default seed)")
+    t.add_argument("--init", metavar="MODEL", help="start from a pretrained causal LM (hub id or folder): fine-tuning")
+    t.add_argument("--block-size", type=_positive_int)
+    t.add_argument("--batch-size", type=_positive_int)
+    t.add_argument("--epochs", type=_positive_float)
+    t.add_argument("--max-steps", type=_positive_int)
+    t.add_argument("--lr", type=_positive_float)
+    t.add_argument("--eval-every", type=_positive_int)
+    t.add_argument("--save-every", type=_positive_int)
+    t.add_argument("--name")
+    t.add_argument("--resume", metavar="NAME", help="continue a saved run with its optimizer state")
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--seed", type=_nonneg_int, default=1337)
+
+    g = sub.add_parser("generate", help="stream a continuation of a prompt to stdout")
+    g.add_argument("--checkpoint", required=True)
+    g.add_argument("--prompt", required=True)
+    _sampling_args(g)
+
+    c = sub.add_parser("chat", help="chat line by line on stdin/stdout")
+    c.add_argument("--plain", action="store_true", help="plain line-by-line chat (no full-screen app)")
+    c.add_argument("--checkpoint")
+    _sampling_args(c)
+
+    k = sub.add_parser("checkpoints", help="list and manage saved checkpoints")
+    ksub = k.add_subparsers(dest="action", parser_class=_Parser)
+    kl = ksub.add_parser("list")
+    kl.add_argument("--json", action="store_true")
+    ks = ksub.add_parser("show")
+    ks.add_argument("name")
+    kr = ksub.add_parser("rm")
+    kr.add_argument("name")
+    kn = ksub.add_parser("rename")
+    kn.add_argument("old")
+    kn.add_argument("new")
+
+    e = sub.add_parser("eval", help="loss, perplexity and bits per byte of a checkpoint")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--dataset", help="default: the checkpoint's own dataset")
+    e.add_argument("--dataset-config")
+    e.add_argument("--split", default="validation", choices=["validation", "test"])
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    return parser
+
+
+def _sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-new-tokens", type=_positive_int)
+    p.add_argument("--temperature", type=_nonneg_float)
+    p.add_argument("--top-k", type=_nonneg_int)
+    p.add_argument("--top-p", type=_positive_float)
+    p.add_argument("--repetition-penalty", type=_positive_float)
+    p.add_argument("--seed", type=_nonneg_int)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def _sampling_from(args):
+    from dataclasses import replace
+
+    from .settings import load_settings
+
+    base = load_settings().sampling
+    changes = {
+        k: getattr(args, k)
+        for k in ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
+        if getattr(args, k, None) is not None
+    }
+    return replace(base, **changes).validated()
+
+
+def _err(message: str) -> None:
+    print(f"minigpt-tui: {message}", file=sys.stderr, flush=True)
+
+
+# --- train --------------------------------------------------------------------------------
+
+
+class _Progress:
+    """Prints training events: a live bar on a terminal, plain lines otherwise."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.last_line = 0.0
+        self.bar_open = False
+
+    def _line(self, text: str) -> None:
+        if self.bar_open:
+            self.stream.write("\r\x1b[2K")
+            self.bar_open = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def __call__(self, event) -> None:
+        from . import events as ev
+
+        if isinstance(event, ev.TrainStep):
+            eta = _fmt_s(event.eta_s)
+            text = (
+                f"step {event.step}/{event.total_steps}  loss {event.loss:.4f}  lr {event.lr:.2e}  "
+                f"{event.tokens_per_s:,.0f} tok/s  {event.tokens_seen:,} tokens  eta {eta}"
+            )
+            if self.tty:
+                width = 24
+                done = int(width * event.step / max(1, event.total_steps))
+                self.stream.write(f"\r\x1b[2K[{'#' * done}{'.' * (width - done)}] {text}")
+                self.stream.flush()
+                self.bar_open = True
+            elif time.monotonic() - self.last_line >= 2.0 or event.step == event.total_steps or event.step == 1:
+                self.last_line = time.monotonic()
+                self._line(text)
+        elif isinstance(event, ev.Notice):
+            self._line(f"note: {event.message}")
+        elif isinstance(event, ev.TrainStarted):
+            self._line(
+                f"training '{event.name}': {event.preset}, {event.params / 1e6:.2f}M params, {event.tokenizer}, "
+                f"on {event.dataset} ({event.train_tokens:,} train / {event.val_tokens:,} val tokens), "
+                f"{event.device}/{event.dtype}, steps {event.start_step}->{event.total_steps}"
+                + (f", {event.world_size} processes" if event.world_size > 1 else "")
+            )
+        elif isinstance(event, ev.TrainEval):
+            self._line(
+                f"eval @ {event.step}: val loss {event.val_loss:.4f}  perplexity {event.perplexity:.1f}  "
+                f"bits/byte {event.bits_per_byte:.4f}"
+            )
+        elif isinstance(event, ev.TrainSample):
+            sample = " ".join((event.prompt + event.text).split())
+            self._line(f"sample @ {event.step}: {sample[:200]}")
+        elif isinstance(event, ev.CheckpointSaved):
+            self._line(f"saved '{event.name}' at step {event.step}")
+        elif isinstance(event, ev.TrainFinished):
+            bpb = f", bits/byte {event.bits_per_byte:.4f}" if event.bits_per_byte is not None else ""
+            self._line(f"done: '{event.name}' step {event.step} in {_fmt_s(event.elapsed_s)}{bpb}")
+        elif isinstance(event, ev.TrainCancelled):
+            state = "saved" if event.saved else "not saved"
+            self._line(f"stopped at step {event.step} ({state})")
+        elif isinstance(event, ev.TrainFailed):
+            if self.bar_open:
+                self.stream.write("\n")
+                self.bar_open = False
+            _err(event.error)
+
+
+def _fmt_s(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def cmd_train(args) -> int:
+    from .events import TrainCancelled, TrainFailed
+    from .train import TrainConfig, TrainingJob
+
+    config = TrainConfig(
+        dataset=args.dataset,
+        dataset_config=args.dataset_config,
+        tokenizer=args.tokenizer,
+        preset=args.preset,
+        init=args.init,
+        block_size=args.block_size,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        lr=args.lr,
+        eval_every=args.eval_every,
+        save_every=args.save_every,
+        name=args.name,
+        resume=args.resume,
+        device=args.device,
+        seed=args.seed,
+    )
+    try:
+        config.check()
+    except UsageError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    job = TrainingJob(config, _Progress())
+    signalled: list[int] = []
+
+    def on_signal(signum, _frame):
+        if signalled:  # a second Ctrl+C: stop without waiting for the save
+            os._exit(EXIT_INT if signum == signal.SIGINT else EXIT_TERM)
+        signalled.append(signum)
+        print("\nstopping: saving a checkpoint first (Ctrl+C again to quit without saving)", file=sys.stderr, flush=True)
+        job.cancel(save=True)
+
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        job.start()
+        while job.thread.is_alive():
+            job.thread.join(0.2)
+    finally:
+        if in_main:
+            for s, h in old.items():
+                signal.signal(s, h)
+    result = job.result
+    if isinstance(result, TrainFailed):
+        return result.exit_code
+    if isinstance(result, TrainCancelled) or signalled:
+        return EXIT_TERM if signalled and signalled[0] == signal.SIGTERM else EXIT_INT
+    return EXIT_OK
+
+
+# --- generate / chat ----------------------------------------------------------------------
+
+
+def _stream_reply(chat, prompt, sampling, out) -> tuple[str, object]:
+    from .events import GenerationFailed, GenerationFinished, TokenGenerated
+
+    stop = threading.Event()
+    finished = None
+    try:
+        for event in chat.stream(prompt, sampling, stop):
+            if isinstance(event, TokenGenerated):
+                out.write(event.text)
+                out.flush()
+            elif isinstance(event, GenerationFinished):
+                finished = event
+            elif isinstance(event, GenerationFailed):
+                raise EngineError(event.error)
+    except KeyboardInterrupt:
+        stop.set()
+    return (finished.text if finished else ""), finished
+
+
+def cmd_generate(args) -> int:
+    from .generate import ChatModel
+
+    sampling = _sampling_from(args)
+    chat = ChatModel.from_checkpoint(args.checkpoint, device=args.device)
+    _, finished = _stream_reply(chat, args.prompt, sampling, sys.stdout)
+    sys.stdout.write("\n")
+    if finished and os.environ.get("MINIGPT_STATS"):
+        _err(f"{finished.new_tokens} tokens, {finished.tokens_per_s or 0:.1f} tok/s, first token {1000 * (finished.time_to_first_token_s or 0):.0f} ms")
+    return EXIT_OK
+
+
+def cmd_chat(args) -> int:
+    from .checkpoints import CheckpointStore
+    from .generate import ChatModel
+    from .settings import load_settings
+
+    name = args.checkpoint or load_settings().active_checkpoint
+    if not name:
+        good = [c.name for c in CheckpointStore().list() if c.ok]
+        if not good:
+            raise UsageError("no checkpoint yet: train one with 'minigpt-tui train --dataset builtin --preset tiny --max-steps 30'")
+        name = good[-1]
+    sampling = _sampling_from(args)
+    chat = ChatModel.from_checkpoint(name, device=args.device)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"chatting with '{name}' (empty line or Ctrl+D to quit)", file=sys.stderr)
+    history: list[dict] = []
+    while True:
+        if interactive:
+            sys.stderr.write("> ")
+            sys.stderr.flush()
+        line = sys.stdin.readline()
+        if not line:
+            break
+        text = line.rstrip("\n")
+        if not text.strip():
+            if interactive:
+                break
+            continue
+        history.append({"role": "user", "content": text})
+        reply, _ = _stream_reply(chat, chat.encode_chat(history), sampling, sys.stdout)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        history.append({"role": "assistant", "content": reply})
+    return EXIT_OK
+
+
+# --- checkpoints / eval ------------------------------------------------------------------
+
+
+def cmd_checkpoints(args) -> int:
+    from .checkpoints import CheckpointStore
+
+    store = CheckpointStore()
+    action = args.action or "list"
+    if action == "list":
+        infos = store.list()
+        if getattr(args, "json", False):
+            print(json.dumps([_info_dict(i) for i in infos], indent=2))
+            return EXIT_OK
+        if not infos:
+            print(f"no checkpoints in {store.root}")
+            return EXIT_OK
+        print(f"{'name':<28} {'preset':<7} {'params':>8} {'steps':>7} {'val loss':>8} {'bpb':>6}  dataset")
+        for i in infos:
+            if not i.ok:
+                print(f"{i.name:<28} BROKEN: {i.broken}")
+                continue
+            m = i.meta
+            print(
+                f"{i.name:<28} {m.get('preset', '?'):<7} {_fmt_params(m.get('params')):>8} {m.get('steps', 0):>7} "
+                f"{_fmt_num(m.get('val_loss'), 4):>8} {_fmt_num(m.get('bits_per_byte'), 3):>6}  {m.get('dataset', '')}"
+            )
+        return EXIT_OK
+    if action == "show":
+        info = store.get(args.name)
+        print(json.dumps(_info_dict(info), indent=2))
+        return EXIT_OK
+    if action == "rm":
+        store.delete(args.name)
+        print(f"deleted '{args.name}'")
+        return EXIT_OK
+    if action == "rename":
+        store.rename(args.old, args.new)
+        print(f"renamed '{args.old}' to '{args.new}'")
+        return EXIT_OK
+    return EXIT_USAGE
+
+
+def _info_dict(info) -> dict:
+    return {"name": info.name, "path": str(info.path), "ok": info.ok, "broken": info.broken, "size_bytes": info.size_bytes, **({"meta": info.meta} if info.meta else {})}
+
+
+def _fmt_params(n) -> str:
+    return "?" if not n else f"{n / 1e6:.1f}M"
+
+
+def _fmt_num(x, digits: int) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def cmd_eval(args) -> int:
+    from . import data as data_mod
+    from .checkpoints import CheckpointStore
+    from .evaluate import evaluate
+    from .model import pick_device
+    from .tokenizer import token_byte_lengths
+
+    store = CheckpointStore()
+    device, dtype = pick_device(args.device)
+    model, tokenizer, info = store.load(args.checkpoint, device)
+    spec = args.dataset or info.meta.get("dataset_spec")
+    config = args.dataset_config if args.dataset else info.meta.get("dataset_config")
+    source = data_mod.resolve(spec, config, lambda m: _err(f"note: {m}"))
+    block = int(info.meta.get("block_size") or 128)
+    packed = data_mod.pack(source, tokenizer, block, lambda m: _err(f"note: {m}"))
+    if args.split not in packed.splits:
+        raise UsageError(f"dataset {source.name} has no {args.split} split")
+    result = evaluate(model, packed.blocks(args.split), token_byte_lengths(tokenizer), device, dtype)
+    if result is None:
+        raise UsageError(f"the {args.split} split of {source.name} is empty")
+    print(
+        json.dumps(
+            {
+                "checkpoint": args.checkpoint,
+                "dataset": source.name,
+                "split": args.split,
+                "loss": round(result.loss, 5),
+                "perplexity": round(result.perplexity, 3),
+                "bits_per_byte": round(result.bits_per_byte, 5),
+                "tokens": result.tokens,
+                "bytes": result.bytes,
+            }
+        )
+    )
+    return EXIT_OK
+
+
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "chat": cmd_chat, "checkpoints": cmd_checkpoints, "eval": cmd_eval}
+
+
+def main(argv: Sequence[str] | None = None, launch_app: Callable[..., int] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from . import __version__
+
+        print(f"minigpt-tui {__version__}")
+        return EXIT_OK
+    if args.command == "chat" and not args.plain:
+        args.command = None  # the full-screen app is the chat
+    if args.command is None:
+        if launch_app is None:
+            parser.error("the full-screen app is not available here; use a command (see --help)")
+        return launch_app(checkpoint=args.checkpoint)
+    try:
+        return COMMANDS[args.command](args)
+    except EngineError as exc:
+        _err(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INT
+    except BrokenPipeError:
+        return EXIT_OK

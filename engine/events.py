@@ -1,0 +1,173 @@
+"""Typed progress events.
+
+Jobs (training, generation) run on worker threads and hand these frozen dataclasses to a
+``sink`` callable, from the worker thread.  The Textual app wraps them in messages; the
+headless command line prints them.  Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Union
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should know that is not an error (a fallback taken, a clamp)."""
+
+    message: str
+
+
+# --- training ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainStarted:
+    name: str
+    preset: str
+    dataset: str
+    tokenizer: str
+    params: int
+    device: str
+    dtype: str
+    total_steps: int
+    tokens_per_step: int
+    train_tokens: int
+    val_tokens: int
+    start_step: int = 0
+    world_size: int = 1
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    step: int
+    total_steps: int
+    loss: float
+    lr: float
+    tokens_per_s: float
+    tokens_seen: int
+    elapsed_s: float
+    eta_s: float
+    epoch: float
+
+
+@dataclass(frozen=True)
+class TrainEval:
+    step: int
+    val_loss: float
+    perplexity: float
+    bits_per_byte: float
+
+
+@dataclass(frozen=True)
+class TrainSample:
+    step: int
+    prompt: str
+    text: str
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    name: str
+    step: int
+    path: str
+
+
+@dataclass(frozen=True)
+class TrainPaused:
+    step: int
+
+
+@dataclass(frozen=True)
+class TrainResumed:
+    step: int
+
+
+@dataclass(frozen=True)
+class TrainFinished:
+    name: str
+    step: int
+    train_loss: float | None
+    val_loss: float | None
+    bits_per_byte: float | None
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class TrainCancelled:
+    name: str
+    step: int
+    saved: bool
+
+
+@dataclass(frozen=True)
+class TrainFailed:
+    error: str
+    exit_code: int = 1
+
+
+TrainEvent = Union[
+    Notice,
+    TrainStarted,
+    TrainStep,
+    TrainEval,
+    TrainSample,
+    CheckpointSaved,
+    TrainPaused,
+    TrainResumed,
+    TrainFinished,
+    TrainCancelled,
+    TrainFailed,
+]
+
+# --- generation -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerationStarted:
+    prompt_tokens: int
+    truncated_tokens: int
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class TokenGenerated:
+    """A piece of reply text (one token, or several when a character spans tokens)."""
+
+    text: str
+    index: int
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class GenerationFinished:
+    text: str
+    new_tokens: int
+    stop_reason: str  # "eos" | "length" | "cancelled"
+    time_to_first_token_s: float | None
+    tokens_per_s: float | None
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class GenerationFailed:
+    error: str
+
+
+GenerationEvent = Union[Notice, GenerationStarted, TokenGenerated, GenerationFinished, GenerationFailed]
+
+Event = Union[TrainEvent, GenerationEvent]
+Sink = Callable[[Event], None]
+
+
+@dataclass
+class EventLog:
+    """A sink that keeps every event (tests and scripts)."""
+
+    events: list = field(default_factory=list)
+
+    def __call__(self, event) -> None:
+        self.events.append(event)
+
+    def of(self, kind: type) -> list:
+        return [e for e in self.events if isinstance(e, kind)]

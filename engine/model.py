@@ -1,0 +1,131 @@
+"""Model presets, construction, and the device/precision choice."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+from .hub import hub_reachable
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    n_embd: int
+    n_layer: int
+    n_head: int
+    block_size: int
+    batch_size: int
+    lr: float
+    description: str
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("tiny", 64, 2, 2, 64, 8, 3e-3, "2 layers x 64 wide: for tests, trains in seconds"),
+        Preset("seed", 128, 6, 8, 128, 16, 1e-3, "the tutorial's GPT2Config(n_embd=128, n_layer=6, n_head=8), block 128"),
+        Preset("small", 384, 6, 6, 256, 16, 6e-4, "6 layers x 384 wide, block 256"),
+        Preset("gpt2", 768, 12, 12, 1024, 8, 6e-4, "GPT-2 small (124M), block 1024"),
+    )
+}
+
+
+def quiet_transformers() -> None:
+    """No progress bars or warnings from transformers/datasets: the engine reports through events."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise UsageError(f"unknown preset '{name}': choose one of {', '.join(PRESETS)}") from None
+
+
+def build_model(preset: Preset, vocab_size: int, block_size: int, eos_id: int):
+    """A fresh GPT-2 of the preset's shape.  Dropout is off: these models see each token a
+    few times at most, so it only costs speed."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=block_size,
+        n_embd=preset.n_embd,
+        n_layer=preset.n_layer,
+        n_head=preset.n_head,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def load_pretrained(model_id: str):
+    """A pretrained causal LM to fine-tune (``--init``): safetensors only, no remote code."""
+    from transformers import AutoModelForCausalLM
+
+    local = Path(model_id).expanduser()
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            str(local) if local.is_dir() else model_id,
+            use_safetensors=True,
+            trust_remote_code=False,
+            local_files_only=local.is_dir() or not hub_reachable(),
+        )
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot load model '{model_id}' to start from: {str(exc).splitlines()[0]}") from None
+
+
+def n_positions(model) -> int:
+    cfg = model.config
+    return int(getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None) or 1024)
+
+
+def count_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_fast_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 matmuls run 2-5x faster than fp32 on such CPUs (see bench/)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def pick_device(requested: str = "auto") -> tuple[str, str]:
+    """(device, dtype) for training and generation: dtype is 'bf16' where it is faster, else 'fp32'."""
+    import torch
+
+    if requested not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"unknown device '{requested}': use auto, cpu or cuda")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA GPU is available here")
+    device = "cuda" if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()) else "cpu"
+    if device == "cuda":
+        return device, "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return device, "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
+def autocast(device: str, dtype: str):
+    import contextlib
+
+    import torch
+
+    if dtype == "bf16":
+        return torch.autocast(device_type=device, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -1,0 +1,588 @@
+"""Training: ``transformers.Trainer`` on a worker thread, reporting typed events.
+
+``TrainingJob(config, sink).start()`` runs a whole run: tokenizer, data, model, Trainer.  A
+``TrainerCallback`` turns the Trainer's hooks into events (step, eval, sample, checkpoint),
+honours pause and cancel within one step, and publishes each Trainer save into the
+checkpoint store atomically.  The Trainer brings resume, schedules, mixed precision and
+multi-process data parallel (``torchrun``); rank 0 alone reports and writes the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import data as data_mod
+from . import tokenizer as tok_mod
+from .checkpoints import META_FILE, RESUME_DIR, CheckpointStore, validate_name
+from .errors import CheckpointError, EngineError, UsageError
+from .events import (
+    CheckpointSaved,
+    Notice,
+    Sink,
+    TrainCancelled,
+    TrainEval,
+    TrainFailed,
+    TrainFinished,
+    TrainPaused,
+    TrainResumed,
+    TrainSample,
+    TrainStarted,
+    TrainStep,
+)
+from .model import PRESETS, get_preset
+
+MODEL_FILES = ("model.safetensors", "config.json", "generation_config.json")
+RESUME_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json")  # + rng_state*.pth
+MAX_BLOCK = 16_384
+
+
+@dataclass
+class TrainConfig:
+    dataset: str | None = None
+    dataset_config: str | None = None
+    tokenizer: str = "gpt2"
+    preset: str = "seed"
+    init: str | None = None
+    block_size: int | None = None
+    batch_size: int | None = None
+    epochs: float | None = None
+    max_steps: int | None = None
+    lr: float | None = None
+    eval_every: int | None = None
+    save_every: int | None = None
+    name: str | None = None
+    resume: str | None = None
+    device: str = "auto"
+    seed: int = 1337
+    warmup_steps: int | None = None
+    weight_decay: float = 0.1
+    grad_accum: int = 1
+    eval_blocks: int = 256
+    sample_tokens: int = 48
+    dtype: str | None = None  # None: bf16 where faster; "fp32" or "bf16" to force
+
+    def check(self) -> "TrainConfig":
+        """Raise UsageError for values out of range (before anything is loaded or written)."""
+        def positive(value, flag, kind=int):
+            if value is not None and (not isinstance(value, (int, float)) or value <= 0 or (kind is int and value != int(value))):
+                raise UsageError(f"{flag} must be a {'whole number' if kind is int else 'number'} > 0 (got {value})")
+
+        positive(self.block_size, "--block-size")
+        positive(self.batch_size, "--batch-size")
+        positive(self.max_steps, "--max-steps")
+        positive(self.epochs, "--epochs", float)
+        positive(self.lr, "--lr", float)
+        positive(self.eval_every, "--eval-every")
+        positive(self.save_every, "--save-every")
+        positive(self.grad_accum, "grad_accum")
+        positive(self.eval_blocks, "eval_blocks")
+        if self.block_size is not None and self.block_size < 8:
+            raise UsageError(f"--block-size must be at least 8 (got {self.block_size})")
+        if self.block_size is not None and self.block_size > MAX_BLOCK:
+            raise UsageError(f"--block-size must be at most {MAX_BLOCK} (got {self.block_size})")
+        if self.lr is not None and self.lr > 1:
+            raise UsageError(f"--lr {self.lr} is far too large: use something like 1e-3")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise UsageError("warmup steps must be >= 0")
+        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
+            raise UsageError("--seed must be a whole number >= 0")
+        if self.preset not in PRESETS:
+            get_preset(self.preset)
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise UsageError(f"unknown device '{self.device}': use auto, cpu or cuda")
+        if self.dtype not in (None, "fp32", "bf16"):
+            raise UsageError("dtype must be fp32 or bf16")
+        tok_mod.parse_spec(self.tokenizer)
+        if self.name is not None:
+            validate_name(self.name)
+        if self.resume is not None:
+            validate_name(self.resume)
+            if self.name not in (None, self.resume):
+                raise UsageError("--resume continues a run under its own name: leave out --name")
+            if self.init:
+                raise UsageError("--resume and --init cannot be combined")
+        return self
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _rank() -> tuple[int, int]:
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+class TrainingJob:
+    """One training run.  ``start()`` runs it on a worker thread; ``run()`` runs it here.
+
+    Control from any thread: ``pause()``, ``resume()``, ``cancel(save=True)``.  Each takes
+    effect at the end of the current optimizer step.
+    """
+
+    def __init__(self, config: TrainConfig, sink: Sink | None = None, store: CheckpointStore | None = None):
+        self.config = config
+        self.store = store or CheckpointStore()
+        rank, self.world_size = _rank()
+        self.is_main = rank == 0
+        self._sink = sink if (sink and self.is_main) else (lambda event: None)
+        self.stop = threading.Event()
+        self.save_on_stop = True
+        self._pause = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.result = None
+        self.name: str | None = None
+
+    # --- control ---
+    def start(self) -> "TrainingJob":
+        self.thread = threading.Thread(target=self.run, name="minigpt-train", daemon=True)
+        self.thread.start()
+        return self
+
+    def join(self, timeout: float | None = None):
+        if self.thread:
+            self.thread.join(timeout)
+        return self.result
+
+    def cancel(self, save: bool = True) -> None:
+        self.save_on_stop = save
+        self.stop.set()
+        self._pause.clear()
+
+    def pause(self) -> None:
+        self._pause.set()
+
+    def resume(self) -> None:
+        self._pause.clear()
+
+    @property
+    def paused(self) -> bool:
+        return self._pause.is_set()
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def emit(self, event) -> None:
+        self._sink(event)
+
+    # --- the run ---
+    def run(self):
+        try:
+            self.config.check()
+            self.result = self._run()
+        except _Cancelled:
+            self.result = TrainCancelled(name=self.name or "", step=0, saved=False)
+        except EngineError as exc:
+            self.result = TrainFailed(error=str(exc), exit_code=exc.exit_code)
+        except OSError as exc:
+            what = f"could not save checkpoint '{self.name}'" if self.name else "training failed"
+            self.result = TrainFailed(error=f"{what}: {exc.strerror or exc}; the previous save is intact")
+        except Exception as exc:  # a bug or a library failure: still one line for the user
+            self.result = TrainFailed(error=f"training failed: {type(exc).__name__}: {exc}".splitlines()[0])
+        self.emit(self.result)
+        return self.result
+
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            raise _Cancelled()
+
+    def _run(self):
+        cfg = self.config
+        notify = lambda message: self.emit(Notice(message))  # noqa: E731
+        previous: dict = {}
+        if cfg.resume:
+            info = self.store.get(cfg.resume)
+            if not info.ok:
+                raise CheckpointError(f"checkpoint '{cfg.resume}' is broken: {info.broken}")
+            if not info.resumable:
+                raise UsageError(f"checkpoint '{cfg.resume}' has no training state to resume from")
+            previous = info.meta
+            cfg = replace(
+                cfg,
+                dataset=previous.get("dataset_spec") or cfg.dataset,
+                dataset_config=previous.get("dataset_config"),
+                preset=previous.get("preset") or cfg.preset,
+                block_size=previous.get("block_size") or cfg.block_size,
+                batch_size=cfg.batch_size or previous.get("batch_size"),
+                lr=cfg.lr or previous.get("lr"),
+                max_steps=cfg.max_steps or previous.get("planned_steps"),
+            )
+            self.name = cfg.resume
+        else:
+            self.name = cfg.name or self._default_name(cfg)
+            if self.store.exists(self.name):
+                raise UsageError(f"a checkpoint named '{self.name}' exists: pass --resume {self.name} or another --name")
+        preset = get_preset(cfg.preset)
+
+        lock = self.store.lock(self.name) if self.is_main else contextlib.nullcontext()
+        with lock:
+            return self._train(cfg, preset, previous, notify)
+
+    @staticmethod
+    def _default_name(cfg: TrainConfig) -> str:
+        stem = "builtin" if cfg.dataset == "builtin" else Path(cfg.dataset or "wikitext").name.split(".")[0] or "data"
+        stem = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in stem)[:40].strip("-.") or "data"
+        return f"{cfg.preset}-{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+    def _train(self, cfg: TrainConfig, preset, previous: dict, notify):
+        import torch
+        from transformers import Trainer, TrainingArguments, default_data_collator
+
+        from .checkpoints import load_model_dir
+        from .model import build_model, count_params, load_pretrained, n_positions, pick_device, quiet_transformers
+
+        quiet_transformers()
+        started = time.time()
+        ckpt_dir = self.store.path(self.name) if cfg.resume else None
+
+        # tokenizer and data
+        kind, bpe_size = tok_mod.parse_spec(cfg.tokenizer)
+        source = data_mod.resolve(cfg.dataset, cfg.dataset_config, notify)
+        self._check_stop()
+        if ckpt_dir is not None:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(ckpt_dir), local_files_only=True)
+        elif kind == "bpe":
+            tokenizer = tok_mod.train_bpe(
+                lambda: (t for batch in source.iter_text("train") for t in batch), bpe_size, source.key, notify
+            )
+        elif kind == "path":
+            tokenizer = tok_mod.load_from(cfg.tokenizer)
+        elif cfg.init:
+            tokenizer = tok_mod.load_from(cfg.init)
+        else:
+            tokenizer = tok_mod.load_gpt2(notify)
+        self._check_stop()
+
+        # model
+        if ckpt_dir is not None:
+            model, _ = load_model_dir(ckpt_dir)
+            model.train()
+        elif cfg.init:
+            model = load_pretrained(cfg.init)
+        else:
+            model = build_model(preset, len(tokenizer), cfg.block_size or preset.block_size, tokenizer.eos_token_id)
+        positions = n_positions(model)
+        block_size = cfg.block_size or min(preset.block_size, positions)
+        if block_size > positions:
+            raise UsageError(f"--block-size {block_size} is above the model's {positions} positions")
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            raise UsageError(f"the tokenizer ({len(tokenizer)} tokens) does not fit the model's vocabulary")
+
+        packed = data_mod.pack(source, tokenizer, block_size, notify)
+        self._check_stop()
+        train_set = packed.blocks("train")
+        val_set = packed.blocks("validation", limit=cfg.eval_blocks)
+
+        device, dtype = pick_device(cfg.device)
+        dtype = cfg.dtype or dtype
+        batch = cfg.batch_size or preset.batch_size
+        per_step = batch * cfg.grad_accum * self.world_size
+        steps_per_epoch = max(1, math.ceil(len(train_set) / per_step))
+        if cfg.max_steps:
+            total = cfg.max_steps
+        else:
+            total = max(1, math.ceil((cfg.epochs or 1.0) * steps_per_epoch))
+        start_step = int(previous.get("steps", 0))
+        if cfg.resume and total <= start_step:
+            raise UsageError(
+                f"checkpoint '{self.name}' is already at step {start_step}: pass --max-steps above that to train on"
+            )
+        eval_every = cfg.eval_every or min(1000, max(10, total // 10))
+        save_every = cfg.save_every or eval_every
+        lr = cfg.lr or preset.lr
+        warmup = cfg.warmup_steps if cfg.warmup_steps is not None else min(200, total // 20)
+        run_dir = self.store.run_dir(self.name)
+        if self.is_main:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+        args = TrainingArguments(
+            output_dir=str(run_dir),
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=cfg.grad_accum,
+            max_steps=total,
+            learning_rate=lr,
+            lr_scheduler_type="cosine_with_min_lr",
+            lr_scheduler_kwargs={"min_lr_rate": 0.1},
+            warmup_steps=warmup,
+            weight_decay=cfg.weight_decay,
+            adam_beta1=0.9,
+            adam_beta2=0.95,
+            max_grad_norm=1.0,
+            eval_strategy="no",  # the callback evaluates (loss, perplexity, bits per byte)
+            save_strategy="steps",
+            save_steps=save_every,
+            save_total_limit=1,
+            logging_strategy="steps",
+            logging_steps=1,
+            report_to="none",
+            disable_tqdm=True,
+            seed=cfg.seed,
+            bf16=dtype == "bf16",
+            use_cpu=device == "cpu",
+            dataloader_num_workers=0,
+            dataloader_pin_memory=device == "cuda",
+            remove_unused_columns=False,
+            ddp_backend=("gloo" if device == "cpu" else "nccl") if self.world_size > 1 else None,
+        )
+        context = dict(
+            source=source,
+            tokenizer=tokenizer,
+            preset=preset.name,
+            cfg=cfg,
+            block_size=block_size,
+            params=count_params(model),
+            device=device,
+            dtype=dtype,
+            tokens_per_step=per_step * block_size,
+            previous=previous,
+            started=started,
+            val_set=val_set,
+            token_bytes=tok_mod.token_byte_lengths(tokenizer),
+            eval_every=eval_every,
+            sample_prompt=tokenizer.decode(packed.splits["validation"][:8].tolist()),
+            train_tokens=packed.tokens("train"),
+            val_tokens=packed.tokens("validation"),
+            lr=lr,
+            batch=batch,
+            positions=positions,
+        )
+        callback = _callback_class()(self, context)
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=train_set,
+            data_collator=default_data_collator,
+            callbacks=[callback],
+        )
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)  # events replace the Trainer's own printing
+        trainer.remove_callback(ProgressCallback)
+        resume_from = self._stage_resume(ckpt_dir, run_dir, start_step) if ckpt_dir is not None else None
+        torch.manual_seed(cfg.seed)
+        trainer.train(resume_from_checkpoint=resume_from)
+        step = trainer.state.global_step
+        if self.is_main:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        if self.stop.is_set():
+            return TrainCancelled(name=self.name, step=step, saved=callback.saved_step == step)
+        last = callback.last_eval
+        return TrainFinished(
+            name=self.name,
+            step=step,
+            train_loss=callback.last_loss,
+            val_loss=last.loss if last else None,
+            bits_per_byte=last.bits_per_byte if last else None,
+            elapsed_s=time.time() - started,
+        )
+
+    def _stage_resume(self, ckpt_dir: Path, run_dir: Path, step: int) -> str:
+        """Lay a published checkpoint out as the Trainer's ``checkpoint-N`` folder."""
+        staged = run_dir / f"checkpoint-{step}"
+        shutil.rmtree(staged, ignore_errors=True)
+        staged.mkdir(parents=True)
+        for f in ckpt_dir.iterdir():
+            if f.is_file() and f.name != META_FILE:
+                os.link(f, staged / f.name) if _same_fs(f, staged) else shutil.copyfile(f, staged / f.name)
+        for f in (ckpt_dir / RESUME_DIR).iterdir():
+            if f.is_file():
+                shutil.copyfile(f, staged / f.name)
+        return str(staged)
+
+
+def _same_fs(a: Path, b: Path) -> bool:
+    try:
+        return os.stat(a).st_dev == os.stat(b).st_dev
+    except OSError:
+        return False
+
+
+def _make_callback_class():
+    from transformers import TrainerCallback
+
+    class EventCallback(TrainerCallback):
+        """Trainer hooks -> events; pause/cancel; publish saves to the store."""
+
+        def __init__(self, job: TrainingJob, ctx: dict):
+            self.job = job
+            self.ctx = ctx
+            self.last_loss: float | None = None
+            self.last_eval = None
+            self.eval_step = None
+            self.saved_step = None
+            self.rate = None
+            self.run_start = None
+            self.active_s = 0.0  # training time this session, without evals and pauses
+            self.session_steps = 0
+            self.step_began = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.run_start = time.time()
+            c = self.ctx
+            self.job.emit(
+                TrainStarted(
+                    name=self.job.name,
+                    preset=c["preset"],
+                    dataset=c["source"].name,
+                    tokenizer=tok_mod.describe(c["tokenizer"]),
+                    params=c["params"],
+                    device=c["device"],
+                    dtype=c["dtype"],
+                    total_steps=state.max_steps,
+                    tokens_per_step=c["tokens_per_step"],
+                    train_tokens=c["train_tokens"],
+                    val_tokens=c["val_tokens"],
+                    start_step=state.global_step,
+                    world_size=self.job.world_size,
+                )
+            )
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.step_began = time.perf_counter()
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            job, c = self.job, self.ctx
+            took = time.perf_counter() - (self.step_began or time.perf_counter())
+            self.active_s += took
+            self.session_steps += 1
+            rate = c["tokens_per_step"] / took if took > 0 else 0.0
+            self.rate = rate if self.rate is None else 0.8 * self.rate + 0.2 * rate
+            step = state.global_step
+            last = step >= state.max_steps
+            if job.is_main and (step % c["eval_every"] == 0 or last or job.stop.is_set()):
+                self.evaluate(model, step)
+            if job._pause.is_set() and not job.stop.is_set():
+                job.emit(TrainPaused(step=step))
+                while job._pause.is_set() and not job.stop.wait(0.05):
+                    pass
+                job.emit(TrainResumed(step=step))
+            if job.stop.is_set():
+                control.should_training_stop = True
+                control.should_save = job.save_on_stop
+            return control
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "loss" not in logs:
+                return
+            c = self.ctx
+            self.last_loss = float(logs["loss"])
+            per_step = self.active_s / max(1, self.session_steps)
+            remaining = max(0, state.max_steps - state.global_step)
+            self.job.emit(
+                TrainStep(
+                    step=state.global_step,
+                    total_steps=state.max_steps,
+                    loss=self.last_loss,
+                    lr=float(logs.get("learning_rate", 0.0)),
+                    tokens_per_s=self.rate or 0.0,
+                    tokens_seen=state.global_step * c["tokens_per_step"],
+                    elapsed_s=time.time() - c["started"],
+                    eta_s=per_step * remaining,
+                    epoch=float(state.epoch or 0.0),
+                )
+            )
+
+        def evaluate(self, model, step: int) -> None:
+            from .evaluate import evaluate
+            from .generate import ChatModel
+            from .settings import Sampling
+
+            c = self.ctx
+            result = evaluate(model, c["val_set"], c["token_bytes"], c["device"], c["dtype"], stop=None)
+            if result is not None:
+                self.last_eval, self.eval_step = result, step
+                self.job.emit(TrainEval(step=step, val_loss=result.loss, perplexity=result.perplexity, bits_per_byte=result.bits_per_byte))
+            was_training = model.training
+            model.eval()
+            try:
+                chat = ChatModel(model=model, tokenizer=c["tokenizer"], name=self.job.name, device=c["device"], dtype=c["dtype"])
+                text = chat.generate_text(
+                    c["sample_prompt"],
+                    Sampling(temperature=0.8, top_k=40, top_p=1.0, repetition_penalty=1.0, max_new_tokens=c["cfg"].sample_tokens, seed=0),
+                )
+            finally:
+                model.train(was_training)
+            self.job.emit(TrainSample(step=step, prompt=c["sample_prompt"], text=text))
+
+        def on_save(self, args, state, control, **kwargs):
+            if not state.is_world_process_zero:
+                return
+            job, c = self.job, self.ctx
+            src = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            files = {}
+            for f in src.iterdir():
+                if not f.is_file():
+                    continue
+                if f.name in MODEL_FILES:
+                    files[f.name] = f
+                elif f.name in RESUME_FILES or (f.name.startswith("rng_state") and f.suffix == ".pth"):
+                    files[f"{RESUME_DIR}/{f.name}"] = f
+            meta = self.meta(state)
+            path = job.store.publish(job.name, files, meta, write_extra=lambda d: c["tokenizer"].save_pretrained(str(d)))
+            self.saved_step = state.global_step
+            job.emit(CheckpointSaved(name=job.name, step=state.global_step, path=str(path)))
+
+        def meta(self, state) -> dict:
+            c, cfg, prev = self.ctx, self.ctx["cfg"], self.ctx["previous"]
+            ev = self.last_eval
+            return {
+                "format": 1,
+                "name": self.job.name,
+                "preset": c["preset"],
+                "init": cfg.init or prev.get("init"),
+                "parent": prev.get("parent") or cfg.init,
+                "dataset": c["source"].name,
+                "dataset_spec": c["source"].spec,
+                "dataset_config": c["source"].config,
+                "tokenizer": tok_mod.describe(c["tokenizer"]),
+                "tokenizer_spec": prev.get("tokenizer_spec") or cfg.tokenizer,
+                "block_size": c["block_size"],
+                "params": c["params"],
+                "vocab_size": len(c["tokenizer"]),
+                "n_positions": c["positions"],
+                "steps": state.global_step,
+                "planned_steps": state.max_steps,
+                "tokens_seen": state.global_step * c["tokens_per_step"],
+                "train_loss": self.last_loss,
+                "val_loss": ev.loss if ev else prev.get("val_loss"),
+                "perplexity": ev.perplexity if ev else prev.get("perplexity"),
+                "bits_per_byte": ev.bits_per_byte if ev else prev.get("bits_per_byte"),
+                "eval_step": self.eval_step if ev else prev.get("eval_step"),
+                "wall_time_s": round(float(prev.get("wall_time_s", 0.0)) + (time.time() - c["started"]), 2),
+                "created": prev.get("created") or datetime.fromtimestamp(c["started"], timezone.utc).isoformat(timespec="seconds"),
+                "updated": _now(),
+                "device": c["device"],
+                "dtype": c["dtype"],
+                "lr": c["lr"],
+                "batch_size": c["batch"],
+                "seed": cfg.seed,
+                "complete": state.global_step >= state.max_steps,
+            }
+
+    return EventCallback
+
+
+_callback_cls = None
+
+
+def _callback_class():
+    """The TrainerCallback subclass, made on first use so that importing this module stays cheap."""
+    global _callback_cls
+    if _callback_cls is None:
+        _callback_cls = _make_callback_class()
+    return _callback_cls
