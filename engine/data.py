@@ -211,6 +211,10 @@ def local_source(path: Path) -> TextSource:
             stamp.append(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}")
             if f.suffix.lower() != ".parquet":
                 _check_text_file(f)
+        if all(f.stat().st_size == 0 for f in files):
+            if split == "train":
+                raise DataError(f"dataset {path} has no text")
+            continue
         suffix = files[0].suffix.lower()
         kind = "text" if suffix in TEXT_SUFFIXES else "parquet" if suffix == ".parquet" else "json"
         if any((f.suffix.lower() in TEXT_SUFFIXES) != (kind == "text") for f in files):

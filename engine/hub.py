@@ -20,7 +20,10 @@ def offline_forced() -> bool:
 
 @functools.lru_cache(maxsize=1)
 def hub_reachable(timeout: float = 3.0) -> bool:
+    """Probe the hub once; when it is out of reach, switch the HF libraries to offline mode so
+    that loads from the local cache do not sit in network retries."""
     if offline_forced():
+        _go_offline()
         return False
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     host = url.hostname or "huggingface.co"
@@ -29,4 +32,21 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         with socket.create_connection((host, port), timeout=timeout):
             return True
     except OSError:
+        _go_offline()
         return False
+
+
+def _go_offline() -> None:
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    import sys
+
+    # the libraries read these at import time; already-imported ones are told directly
+    hub_constants = sys.modules.get("huggingface_hub.constants")
+    if hub_constants is not None:
+        hub_constants.HF_HUB_OFFLINE = True
+    ds_config = sys.modules.get("datasets.config")
+    if ds_config is not None:
+        ds_config.HF_HUB_OFFLINE = True
+        if hasattr(ds_config, "HF_DATASETS_OFFLINE"):
+            ds_config.HF_DATASETS_OFFLINE = True

@@ -65,7 +65,9 @@ def build_model(preset: Preset, vocab_size: int, block_size: int, eos_id: int):
         bos_token_id=eos_id,
         eos_token_id=eos_id,
     )
-    return GPT2LMHeadModel(config)
+    model = GPT2LMHeadModel(config)
+    model.loss_type = "ForCausalLM"
+    return model
 
 
 def load_pretrained(model_id: str):

@@ -338,6 +338,7 @@ class TrainingJob:
             dataloader_pin_memory=device == "cuda",
             remove_unused_columns=False,
             ddp_backend=("gloo" if device == "cpu" else "nccl") if self.world_size > 1 else None,
+            ddp_find_unused_parameters=False,
         )
         context = dict(
             source=source,

@@ -57,6 +57,14 @@ def tiny_checkpoint(isolated_dirs):
     return "tiny-fixture"
 
 
+@pytest.fixture(scope="session")
+def tiny_checkpoint_dir(tiny_checkpoint):
+    """Folder of the session's tiny checkpoint (stays valid when a test relocates the data dir)."""
+    from engine.checkpoints import CheckpointStore
+
+    return CheckpointStore().path(tiny_checkpoint)
+
+
 @pytest.fixture
 def cli_env(isolated_dirs):
     """Environment for running the installed command in a subprocess."""

@@ -1,0 +1,383 @@
+"""The benchmark: baseline (the tutorial recipe) vs the engine, alternating, one invocation."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import baseline
+from . import engine_side
+
+# Sampling shared by both generation sides.
+GEN = dict(temperature=0.8, top_k=40)
+TARGETS = {
+    "useful_tokens_ratio": 10.0,
+    "engine_seconds_to_baseline_bpb": 60.0,
+    "gen_tokens_ratio": 2.0,
+    "engine_ttft_ms": 50.0,
+    "first_frame_ms": 500.0,
+    "first_token_ms": 150.0,
+    "train_peak_rss_mb": 1536.0,
+}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _median(xs):
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    return statistics.median(xs) if xs else None
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+def machine() -> dict:
+    import torch
+    import transformers
+
+    model = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = None
+    return {
+        "cpu": model or platform.processor(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "load_avg_1m_at_start": load,
+    }
+
+
+def _subset(src: Path, dst: Path, train_lines: int, valid_lines: int) -> Path:
+    """The first lines of each split: a small copy for --quick."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in sorted(src.iterdir()):
+        low = f.name.lower()
+        n = train_lines if "train" in low else valid_lines if ("valid" in low or "val" in low) else 0
+        if n and f.suffix in (".tokens", ".raw", ".txt"):
+            with f.open(encoding="utf-8") as r, (dst / f.name).open("w", encoding="utf-8") as w:
+                for i, line in enumerate(r):
+                    if i >= n:
+                        break
+                    w.write(line)
+    return dst
+
+
+def _steady(step_ends: list[float], skip: int = 1, drop_last: int = 0):
+    """Seconds per step from consecutive step-end times, without the first `skip` intervals."""
+    ends = step_ends[: len(step_ends) - drop_last] if drop_last else step_ends
+    if len(ends) < skip + 2:
+        return None, 0, 0
+    a, b = skip, len(ends) - 1
+    return (ends[b] - ends[a]) / (b - a), a, b
+
+
+@contextlib.contextmanager
+def _env(tmp: Path):
+    """Offline, checkpoints in a temp store (the user's are untouched); the cache stays shared."""
+    keys = {
+        "MINIGPT_OFFLINE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "XDG_DATA_HOME": str(tmp / "data"),
+        "XDG_CONFIG_HOME": str(tmp / "config"),
+    }
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run(data: str, budget_min: float = 10.0, quick: bool = False, rounds: int | None = None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="minigpt-bench-") as tmpdir, _env(Path(tmpdir)):
+        return _run(Path(tmpdir), Path(data).expanduser(), budget_min, quick, rounds)
+
+
+def _run(tmp: Path, data: Path, budget_min: float, quick: bool, rounds: int | None) -> dict:
+    import torch
+
+    from engine import data as data_mod
+    from engine import tokenizer as tok_mod
+    from engine.evaluate import evaluate
+    from engine.generate import ChatModel
+
+    if not data.is_dir():
+        raise SystemExit(f"bench: data folder not found: {data}")
+    report: dict = {"machine": machine(), "quick": quick, "data": str(data)}
+    if quick:
+        data = _subset(data, tmp / "subset", train_lines=4000, valid_lines=600)
+    budget_s = budget_min * 60.0
+    rounds = rounds or (1 if quick else 2)
+    k_steps = 5 if quick else 14
+    report["settings"] = {
+        "budget_s": budget_s,
+        "throughput_rounds": rounds,
+        "throughput_steps": k_steps,
+        "engine_tokenizer": engine_side.TOKENIZER,
+        "baseline": "GPT-2 tokenizer, lines padded to 128, batch 8, Trainer defaults (fp32, lr 5e-5, dropout 0.1)",
+        "engine": f"seed preset, packed blocks of 128, batch 16, tokenizer {engine_side.TOKENIZER}, dtype auto",
+    }
+
+    # --- preparation (one-time costs, reported, not in any rate) ---
+    t = time.perf_counter()
+    source = data_mod.resolve(str(data))
+    btok = baseline.tokenizer()
+    btrain = baseline.tokenize_lines(source, btok, "train")
+    report["prep"] = {"baseline_tokenize_s": time.perf_counter() - t}
+    log(f"baseline data: {len(btrain)} padded lines ({report['prep']['baseline_tokenize_s']:.1f}s)")
+
+    # --- 1. training throughput, alternating rounds ---
+    b_rates, b_useful, e_rates = [], [], []
+    useful_fraction = None
+    for r in range(rounds):
+        log(f"throughput round {r + 1}/{rounds}: baseline {k_steps} steps")
+        _, st = baseline.train(btrain, str(tmp / f"b-tp{r}"), max_steps=k_steps)
+        per, a, b = _steady(st["step_ends"])
+        if per:
+            useful = sum(st["useful"][a + 1 : b + 1]) / (b - a)
+            total = sum(st["total"][a + 1 : b + 1]) / (b - a)
+            b_rates.append(total / per)
+            b_useful.append(useful / per)
+            useful_fraction = sum(st["useful"]) / max(1, sum(st["total"]))
+        log(f"throughput round {r + 1}/{rounds}: engine {k_steps} steps")
+        res, rec, times = engine_side.train(str(data), f"tp{r}", max_steps=k_steps, eval_every=k_steps, eval_blocks=2)
+        if r == 0:
+            report["prep"]["engine_first_prep_s"] = times["prep_s"]  # BPE training + packing when not cached
+        per_e, _, _ = _steady(rec.step_ends, drop_last=1)
+        if per_e and rec.started:
+            e_rates.append(rec.started.tokens_per_step / per_e)
+        log(f"  baseline {b_useful[-1] if b_useful else float('nan'):.0f} useful tok/s, engine {e_rates[-1] if e_rates else float('nan'):.0f} tok/s")
+    e_step_tps = _median(e_rates)
+    train = {
+        "useful_tokens_per_s": {"baseline": _median(b_useful), "engine": e_step_tps},  # packed: every engine token is text
+        "step_tokens_per_s": {"baseline": _median(b_rates), "engine": e_step_tps},
+        "baseline_useful_fraction": useful_fraction,
+        "rounds": {"baseline_useful": b_useful, "engine": e_rates},
+    }
+    train["useful_tokens_ratio"] = _ratio(train["useful_tokens_per_s"]["engine"], train["useful_tokens_per_s"]["baseline"])
+    report["train"] = train
+
+    # --- 2. time to quality: same wall budget, one shared evaluator ---
+    log(f"quality: baseline trains {budget_s:.0f}s")
+    bmodel, bst = baseline.train(btrain, str(tmp / "b-q"), budget_s=budget_s)
+    engine_tokens_per_step = 16 * 128
+    step_s = engine_tokens_per_step / e_step_tps if e_step_tps else 0.5
+    planned = max(20, int(budget_s / step_s * 1.1))
+    eval_every = max(5, int(round((2.0 if quick else 4.0) / step_s)))
+    log(f"quality: engine trains {budget_s:.0f}s (planned {planned} steps, eval every {eval_every})")
+    eres, erec, etimes = engine_side.train(str(data), "quality", max_steps=planned, eval_every=eval_every,
+                                           eval_blocks=16, budget_s=budget_s)
+    from engine.checkpoints import CheckpointStore
+
+    emodel, etok, _ = CheckpointStore().load("quality", "cpu")
+    log("quality: shared evaluation on the full validation split")
+    b_blocks = data_mod.pack(source, btok, 128).blocks("validation")
+    e_blocks = data_mod.pack(source, etok, 128).blocks("validation")
+    b_eval = evaluate(bmodel, b_blocks, tok_mod.token_byte_lengths(btok), "cpu", "fp32")
+    e_eval = evaluate(emodel, e_blocks, tok_mod.token_byte_lengths(etok), "cpu", "fp32")
+    b_bpb, e_bpb = b_eval.bits_per_byte, e_eval.bits_per_byte
+    reach = next((ev["t_s"] for ev in erec.evals if ev["bpb"] is not None and ev["bpb"] <= b_bpb), None)
+    report["quality"] = {
+        "baseline_bpb": b_bpb,
+        "engine_bpb": e_bpb,
+        "engine_seconds_to_baseline_bpb": reach,
+        "baseline_val_loss": b_eval.loss,
+        "engine_val_loss": e_eval.loss,
+        "baseline_steps": bst["steps"],
+        "engine_steps": (erec.evals[-1]["step"] if erec.evals else None),
+        "baseline_train_s": bst["train_s"],
+        "engine_train_s": etimes["train_s"],
+        "val_bytes": e_eval.bytes,
+        "baseline_val_tokens": b_eval.tokens,
+        "engine_val_tokens": e_eval.tokens,
+        "engine_curve": erec.evals,
+        "note": "curve: bpb on the first 16 validation blocks at each eval (t_s from train begin, evals included); "
+        "final values: the full validation split through engine/evaluate.py",
+    }
+    # bytes per token make the token rates comparable across tokenizers
+    b_bpt = b_eval.bytes / max(1, b_eval.tokens)
+    e_bpt = e_eval.bytes / max(1, e_eval.tokens)
+    train["useful_bytes_per_s"] = {
+        "baseline": train["useful_tokens_per_s"]["baseline"] * b_bpt if train["useful_tokens_per_s"]["baseline"] else None,
+        "engine": e_step_tps * e_bpt if e_step_tps else None,
+    }
+    train["useful_bytes_ratio"] = _ratio(train["useful_bytes_per_s"]["engine"], train["useful_bytes_per_s"]["baseline"])
+    train["bytes_per_token"] = {"baseline": b_bpt, "engine": e_bpt}
+    log(f"quality: baseline bpb {b_bpb:.3f}, engine bpb {e_bpb:.3f}, engine reached baseline at {reach}")
+
+    # --- 3. generation: same checkpoint (the baseline's, 1024 positions), same sampling ---
+    bmodel.eval()
+    chat = ChatModel(model=bmodel, tokenizer=btok, name="baseline", device="cpu", dtype="fp32")
+    prompt = [int(x) for x in data_mod.pack(source, btok, 128).splits["validation"][:200]]
+    reps = 1 if quick else 3
+    gb, ge = [], []
+    baseline.stream_generate(bmodel, btok, prompt, max_new_tokens=8, seed=0, **GEN)  # warm-up
+    engine_side.stream(chat, prompt, max_new_tokens=8, seed=0, **GEN)
+    for i in range(reps):
+        log(f"generation rep {i + 1}/{reps}")
+        gb.append(baseline.stream_generate(bmodel, btok, prompt, max_new_tokens=256, seed=i, **GEN))
+        ge.append(engine_side.stream(chat, prompt, max_new_tokens=256, seed=i, **GEN))
+    med = lambda rows, k: _median([r[k] for r in rows])  # noqa: E731
+    gen = {
+        "baseline_tokens_per_s": med(gb, "tokens_per_s"),
+        "engine_tokens_per_s": med(ge, "tokens_per_s"),
+        "baseline_ttft_ms": med(gb, "ttft_s") * 1000 if med(gb, "ttft_s") is not None else None,
+        "engine_ttft_ms": med(ge, "ttft_s") * 1000 if med(ge, "ttft_s") is not None else None,
+        "prompt_tokens": len(prompt),
+        "new_tokens": {"baseline": [r["new_tokens"] for r in gb], "engine": [r["new_tokens"] for r in ge]},
+        "checkpoint": "the baseline's trained model (GPT-2 vocab, 1024 positions), fp32",
+        "sampling": dict(GEN, top_p=1.0, repetition_penalty=1.0, max_new_tokens=256),
+    }
+    gen["tokens_ratio"] = _ratio(gen["engine_tokens_per_s"], gen["baseline_tokens_per_s"])
+    report["generation"] = gen
+    del chat
+
+    # --- 4. app latency (another module; optional) ---
+    report["app"] = {"first_frame_ms": None, "first_token_ms": None}
+    try:
+        from .app_latency import measure_app  # type: ignore
+    except ImportError:
+        report["app"]["note"] = "bench/app_latency.py not present"
+    else:
+        log("app latency")
+        try:
+            report["app"].update(measure_app("quality"))
+        except Exception as exc:  # the rest of the report still stands
+            report["app"]["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+    # --- 5. peak RSS, each in a fresh process ---
+    from .rss import measure
+
+    steps = 3 if quick else 8
+    log("memory: peak RSS of training and chatting (subprocesses)")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    report["memory"] = {
+        "train_peak_rss_mb": measure(["train", str(data), str(steps), engine_side.TOKENIZER], env),
+        "train_peak_rss_mb_gpt2_vocab": measure(["train", str(data), str(steps), "gpt2"], env),
+        "chat_peak_rss_mb": measure(["chat", "quality", "256"], env),
+    }
+
+    # --- 6. GPU ---
+    report["gpu"] = gpu_section(quick) if torch.cuda.is_available() else None
+    report["targets"] = check_targets(report)
+    return report
+
+
+def gpu_section(quick: bool) -> dict:
+    """bf16 training tokens/s and MFU of the seed and gpt2 presets (random tokens, AdamW)."""
+    import torch
+
+    from engine.model import build_model, get_preset
+
+    name = torch.cuda.get_device_name(0)
+    peaks = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
+    peak = next((v for k, v in peaks.items() if k in name), None)
+    out = {"device": name, "peak_bf16_flops": peak}
+    for preset_name, vocab in (("seed", 50257), ("gpt2", 50257)):
+        p = get_preset(preset_name)
+        model = build_model(p, vocab, p.block_size, 50256).cuda()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+        b, t = (64 if preset_name == "seed" else 8), p.block_size
+        x = torch.randint(0, vocab, (b, t), device="cuda")
+        n = 5 if quick else 20
+        for i in range(n + 3):
+            if i == 3:
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = model(input_ids=x, labels=x).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        tps = n * b * t / (time.perf_counter() - t0)
+        params = sum(q.numel() for q in model.parameters())
+        flops_per_token = 6 * params + 12 * p.n_layer * p.n_embd * t
+        out[preset_name] = {
+            "tokens_per_s": tps,
+            "batch": b,
+            "block": t,
+            "mfu": tps * flops_per_token / peak if peak else None,
+        }
+        del model, opt
+        torch.cuda.empty_cache()
+    return out
+
+
+def check_targets(r: dict) -> dict:
+    def le(v, t):
+        return None if v is None else v <= t
+
+    def ge(v, t):
+        return None if v is None else v >= t
+
+    return {
+        "useful_tokens_ratio>=10": ge(r["train"].get("useful_tokens_ratio"), TARGETS["useful_tokens_ratio"]),
+        "engine_seconds_to_baseline_bpb<=60": le(r["quality"].get("engine_seconds_to_baseline_bpb"), 60.0),
+        "gen_tokens_ratio>=2": ge(r["generation"].get("tokens_ratio"), 2.0),
+        "engine_ttft_ms<=50": le(r["generation"].get("engine_ttft_ms"), 50.0),
+        "first_frame_ms<=500": le(r["app"].get("first_frame_ms"), 500.0),
+        "first_token_ms<=150": le(r["app"].get("first_token_ms"), 150.0),
+        "train_peak_rss_mb<=1536": le(r["memory"].get("train_peak_rss_mb"), 1536.0),
+    }
+
+
+def table(r: dict) -> str:
+    def f(v, fmt="{:.1f}"):
+        return "-" if v is None else fmt.format(v)
+
+    t, q, g, a, m = r["train"], r["quality"], r["generation"], r["app"], r["memory"]
+    rows = [
+        ("train useful tokens/s", f(t["useful_tokens_per_s"]["baseline"]), f(t["useful_tokens_per_s"]["engine"]),
+         f(t.get("useful_tokens_ratio"), "{:.1f}x"), ">= 10x"),
+        ("train useful bytes/s", f((t.get("useful_bytes_per_s") or {}).get("baseline"), "{:.0f}"),
+         f((t.get("useful_bytes_per_s") or {}).get("engine"), "{:.0f}"), f(t.get("useful_bytes_ratio"), "{:.1f}x"), ""),
+        ("train step tokens/s", f(t["step_tokens_per_s"]["baseline"]), f(t["step_tokens_per_s"]["engine"]),
+         f(_ratio(t["step_tokens_per_s"]["engine"], t["step_tokens_per_s"]["baseline"]), "{:.1f}x"), ""),
+        ("val bits/byte at budget", f(q["baseline_bpb"], "{:.3f}"), f(q["engine_bpb"], "{:.3f}"), "", "lower is better"),
+        ("s to baseline's bpb", "", f(q["engine_seconds_to_baseline_bpb"]), "", "<= 60"),
+        ("gen steady tokens/s", f(g["baseline_tokens_per_s"]), f(g["engine_tokens_per_s"]), f(g.get("tokens_ratio"), "{:.1f}x"), ">= 2x"),
+        ("gen TTFT ms (200-tok prompt)", f(g["baseline_ttft_ms"]), f(g["engine_ttft_ms"]), "", "<= 50"),
+        ("app first frame ms", "", f(a.get("first_frame_ms")), "", "<= 500"),
+        ("app first token ms", "", f(a.get("first_token_ms")), "", "<= 150"),
+        ("train peak RSS MB", "", f(m.get("train_peak_rss_mb"), "{:.0f}"), "", "<= 1536"),
+        ("chat peak RSS MB", "", f(m.get("chat_peak_rss_mb"), "{:.0f}"), "", ""),
+    ]
+    head = ("metric", "baseline", "engine", "ratio", "target")
+    widths = [max(len(str(row[i])) for row in rows + [head]) for i in range(5)]
+    line = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row, widths))  # noqa: E731
+    out = [line(head), line(tuple("-" * w for w in widths))] + [line(row) for row in rows]
+    ma = r["machine"]
+    out.append(f"machine: {ma['cpu']}, {ma['cores']} cores, torch {ma['torch']}, {ma['date']}; gpu: "
+               + ("none" if r.get("gpu") is None else r["gpu"]["device"]))
+    return "\n".join(out)

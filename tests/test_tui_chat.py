@@ -1,0 +1,209 @@
+"""The chat screen, driven with Pilot against a real tiny checkpoint."""
+
+from __future__ import annotations
+
+import pytest
+
+from test_tui_support import FakeChat, anyio_backend, ckpt_home, plain, wait_until  # noqa: F401  (fixtures)
+from tui.app import MiniGPTApp
+from tui.chat_widgets import ChatInput, TurnView
+from tui.safe import visible
+
+pytestmark = pytest.mark.anyio
+
+
+async def _ready(pilot, app, name=None):
+    await wait_until(pilot, lambda: app.model_status == "ready", 120, "the model to load")
+    if name:
+        assert app.active_name == name
+
+
+async def _send(pilot, text: str) -> None:
+    inp = pilot.app.screen.query_one(ChatInput)
+    inp.focus()
+    inp.load_text(text)
+    await pilot.press("enter")
+
+
+def _turns(app):
+    return list(app.screen.query(TurnView))
+
+
+async def test_send_message_streams_reply_and_persists(ckpt_home, tiny_checkpoint):
+    app = MiniGPTApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _ready(pilot, app, tiny_checkpoint)  # the only checkpoint is opened at start-up
+        status = plain(app.screen.query_one("#chat-status"))
+        assert tiny_checkpoint in status
+        seen: list[str] = []
+        app.settings = app.settings.__class__(sampling=app.settings.sampling.__class__(max_new_tokens=24, seed=1))
+        await _send(pilot, "In the beginning")
+        chat = app.views["chat"]
+
+        def progress():
+            if chat.reply is not None and chat.reply.text:
+                seen.append(chat.reply.text)
+            return chat.reply is None
+
+        await wait_until(pilot, progress, 60, "the reply to finish")
+        user, reply = _turns(app)[-2:]
+        assert user.role == "user" and user.text == "In the beginning"
+        assert reply.role == "assistant" and reply.text and not reply.stopped
+        assert seen and len(seen[0]) <= len(reply.text)  # shown while streaming, before the end
+        status = plain(app.screen.query_one("#chat-status"))
+        assert "tok/s" in status and "first token" in status and "ms" in status
+        # persisted in SQLite
+        convs = app.conversations.list()
+        assert len(convs) == 1 and convs[0].messages == 2
+        turns = app.conversations.turns(convs[0].id)
+        assert [t.role for t in turns] == ["user", "assistant"] and turns[1].content == reply.text
+
+
+async def test_escape_stops_reply_and_keeps_partial(ckpt_home, tiny_checkpoint):
+    app = MiniGPTApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _ready(pilot, app)
+        app.chat_model = FakeChat([f"w{i} " for i in range(400)], delay=0.02)
+        await _send(pilot, "go on")
+        chat = app.views["chat"]
+        await wait_until(pilot, lambda: chat.reply is not None and len(chat.reply.text) > 6, 30, "some tokens")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: chat.reply is None, 30, "the stop")
+        reply = _turns(app)[-1]
+        assert reply.stopped and reply.text.startswith("w0 w1 ") and len(reply.text) < len("".join(f"w{i} " for i in range(400)))
+        assert "[stopped]" in plain(reply)
+        assert "stopped" in plain(app.screen.query_one("#chat-status"))
+        turns = app.conversations.turns(app.conversations.list()[0].id)
+        assert turns[-1].stopped and turns[-1].content == reply.text
+
+
+async def test_markup_and_escapes_shown_literally(fresh_dirs):
+    app = MiniGPTApp(autoload=False)
+    nasty = ["[bold]big[/bold] ", "[link=http://x.test]click[/link] ", "\x1b[31mred\x1b[0m ", "bell\x07 \x9b2J"]
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.chat_model, app.active_name, app.model_status = FakeChat(nasty), "fake", "ready"
+        await _send(pilot, "[italic]me[/italic] \x1b]0;title\x07")
+        chat = app.views["chat"]
+        await wait_until(pilot, lambda: chat.reply is None, 30, "the reply")
+        user, reply = _turns(app)[-2:]
+        shown = plain(reply)
+        assert "[bold]big[/bold]" in shown and "[link=http://x.test]click[/link]" in shown
+        assert "\x1b" not in shown and "\x07" not in shown and "\x9b" not in shown
+        assert "\u241b[31mred\u241b[0m" in shown and "bell\u2407" in shown and "\\x9b2J" in shown
+        assert "[italic]me[/italic]" in plain(user) and "\x1b" not in plain(user)
+        # the stored text is the real text; only the display is made safe
+        assert chat.turns[-1].content == "".join(nasty)
+        # nothing was interpreted as style: the reply has no bold/link spans from the text
+        rendered = reply.content
+        assert not any("bold" in str(span.style) or "link" in str(span.style) for span in getattr(rendered, "spans", [])[1:])
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_visible_controls():
+    assert visible("a\tb\nc") == "a\tb\nc"
+    assert visible("\x1b[0m\r\x00\x7f") == "\u241b[0m\u240d\u2400\u2421"
+
+
+async def test_input_newline_and_history(fresh_dirs):
+    app = MiniGPTApp(autoload=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.chat_model, app.active_name, app.model_status = FakeChat(["ok"]), "fake", "ready"
+        inp = app.screen.query_one(ChatInput)
+        inp.focus()
+        await pilot.press("o", "n", "e", "ctrl+j", "t", "w", "o")
+        assert inp.text == "one\ntwo"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.views["chat"].reply is None, 10, "reply")
+        assert _turns(app)[0].text == "one\ntwo"
+        await _send(pilot, "second")
+        await wait_until(pilot, lambda: app.views["chat"].reply is None, 10, "reply")
+        assert inp.text == ""
+        await pilot.press("up")
+        assert inp.text == "second"
+        await pilot.press("up")
+        assert inp.text == "one\ntwo"
+        await pilot.press("down", "down")  # cursor to the last line, then forward in history
+        assert inp.text == "second"
+        await pilot.press("down")
+        assert inp.text == ""
+
+
+async def test_new_chat_reopen_and_export(fresh_dirs):
+    app = MiniGPTApp(autoload=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.chat_model, app.active_name, app.model_status = FakeChat(["a reply"]), "fake", "ready"
+        await _send(pilot, "first question")
+        await wait_until(pilot, lambda: app.views["chat"].reply is None, 10, "reply")
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert _turns(app) == [] and app.views["chat"].conversation_id is None
+        await pilot.press("f5")
+        await pilot.pause()
+        from textual.widgets import DataTable
+
+        table = app.screen.query_one(DataTable)
+        assert table.row_count == 1
+        # export: the default path, then again (exists -> asked; "n" keeps the file)
+        await pilot.press("e")
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        conv = app.conversations.list()[0]
+        path = app.conversations.default_export_path(conv.id)
+        text = path.read_text()
+        assert "first question" in text and "a reply" in text
+        path.write_text("keep me")
+        await pilot.press("e")
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        from tui.dialogs import ConfirmScreen
+
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        await pilot.pause()
+        assert path.read_text() == "keep me"
+        # rename, then open it again
+        await pilot.press("r")
+        await pilot.pause()
+        from textual.widgets import Input
+
+        app.screen.query_one(Input).value = "Renamed chat"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.conversations.get(conv.id).title == "Renamed chat"
+        await pilot.press("enter")  # open
+        await wait_until(pilot, lambda: len(_turns(app)) == 2, 10, "the conversation to reopen")
+        assert _turns(app)[0].text == "first question"
+        # delete with confirmation
+        await pilot.press("f5")
+        await pilot.pause()
+        await pilot.press("d")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        assert app.conversations.list() == []
+
+
+async def test_sampling_settings_validate_and_persist(fresh_dirs):
+    from engine.settings import load_settings
+    from textual.widgets import Input
+
+    app = MiniGPTApp(autoload=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f4")
+        await pilot.pause()
+        screen = app.screen
+        screen.query_one("#s-temperature", Input).value = "0.5"
+        screen.query_one("#s-top_k", Input).value = "-3"
+        await pilot.click("#save")
+        await pilot.pause()
+        assert app.screen is screen  # refused
+        assert "top-k" in plain(screen.query_one("#sampling-error"))
+        screen.query_one("#s-top_k", Input).value = "7"
+        screen.query_one("#s-seed", Input).value = "42"
+        await pilot.click("#save")
+        await pilot.pause()
+        assert app.screen is not screen
+    saved = load_settings().sampling
+    assert (saved.temperature, saved.top_k, saved.seed) == (0.5, 7, 42)

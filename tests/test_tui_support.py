@@ -1,0 +1,112 @@
+"""Helpers shared by the TUI tests (imported by tests/test_tui_*.py; holds no tests itself)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.events import GenerationFinished, GenerationStarted, TokenGenerated
+
+
+def plain(widget) -> str:
+    """The text a Static shows (content may be a str, rich Text or Content)."""
+    content = widget.content
+    return content.plain if hasattr(content, "plain") else str(content)
+
+
+async def wait_until(pilot, condition, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def session_checkpoints(isolated_dirs) -> Path:
+    return Path(isolated_dirs) / "data" / "minigpt-tui" / "checkpoints"
+
+
+@pytest.fixture
+def ckpt_home(tiny_checkpoint, isolated_dirs, fresh_dirs):
+    """Fresh data/config dirs holding a copy of the session's tiny checkpoint (and its name)."""
+    from engine.checkpoints import CheckpointStore
+
+    store = CheckpointStore()
+    store.root.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(session_checkpoints(isolated_dirs) / tiny_checkpoint, store.root / tiny_checkpoint)
+    return store
+
+
+def copy_checkpoint(store, src: str, dst: str) -> None:
+    shutil.copytree(store.root / src, store.root / dst)
+    meta_file = store.root / dst / "minigpt.json"
+    meta = json.loads(meta_file.read_text())
+    meta["name"] = dst
+    meta_file.write_text(json.dumps(meta))
+
+
+def make_broken(store, name: str = "broken-one") -> Path:
+    """A checkpoint folder with a garbage config.json."""
+    path = store.root / name
+    path.mkdir(parents=True)
+    (path / "minigpt.json").write_text(json.dumps({"name": name, "preset": "tiny"}))
+    (path / "config.json").write_text("{ this is not json")
+    return path
+
+
+def make_fake(store, name: str, **meta) -> Path:
+    """A checkpoint that lists as good (valid safetensors header, tokenizer file) with fixed
+    metadata and size, for deterministic snapshots.  It is never loaded."""
+    path = store.root / name
+    path.mkdir(parents=True)
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    (path / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 8)
+    (path / "config.json").write_text("{}")
+    (path / "tokenizer.json").write_text("{}")
+    full = {
+        "name": name,
+        "preset": "tiny",
+        "params": 3_320_000,
+        "dataset": "builtin (King James Bible)",
+        "steps": 100,
+        "val_loss": 5.4321,
+        "perplexity": 228.7,
+        "bits_per_byte": 2.345,
+        "created": "2026-01-02T03:04:05+00:00",
+    }
+    full.update(meta)
+    (path / "minigpt.json").write_text(json.dumps(full))
+    return path
+
+
+class FakeChat:
+    """Stands in for engine.generate.ChatModel where a test needs exact model text."""
+
+    def __init__(self, pieces: list[str], name: str = "fake", delay: float = 0.0):
+        self.pieces, self.name, self.delay = pieces, name, delay
+
+    def encode_chat(self, messages):
+        return [1, 2, 3]
+
+    def stream(self, prompt, sampling=None, stop=None):
+        yield GenerationStarted(prompt_tokens=3, truncated_tokens=0, max_new_tokens=len(self.pieces))
+        text = ""
+        for i, piece in enumerate(self.pieces):
+            if stop is not None and stop.is_set():
+                yield GenerationFinished(text, i, "cancelled", 0.001, 100.0, 0.01)
+                return
+            time.sleep(self.delay)
+            text += piece
+            yield TokenGenerated(text=piece, index=i, elapsed_s=0.001 * (i + 1))
+        yield GenerationFinished(text, len(self.pieces), "length", 0.001, 100.0, 0.01)
+
+
+@pytest.fixture
+def anyio_backend():
+    """Async tests run on asyncio (the anyio pytest plugin; Textual needs asyncio)."""
+    return "asyncio"

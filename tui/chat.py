@@ -1,0 +1,275 @@
+"""The chat screen: conversation view, streaming replies, input, live status."""
+
+from __future__ import annotations
+
+import threading
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Static
+
+from .chat_widgets import ChatInput, NoteView, TurnView
+from .conversations import Turn
+from .messages import ReplyDone, ReplyProgress, ReplyStarted
+from .safe import literal, one_line
+
+WELCOME_NONE = (
+    "No checkpoint yet.\n\n"
+    "Press Enter (or Ctrl+T) to train the default model: the 'seed' GPT-2 (6 layers x 128 wide, "
+    "about 7M parameters) on WikiText-2 for {steps} steps, a few minutes on a laptop CPU. "
+    "Without internet the built-in corpus is used instead (the training screen says so).\n\n"
+    "Or press F2 to choose your own dataset, size and steps, or F3 to pick a model from the "
+    "Hugging Face cache."
+)
+
+
+class ChatScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "stop", "Stop reply", id="chat.stop"),
+        Binding("ctrl+n", "new_chat", "New chat", id="chat.new"),
+        Binding("ctrl+t", "train_default", "Train default", id="chat.train_default", show=False),
+    ]
+
+    def __init__(self):
+        super().__init__(id="chat-screen")
+        self.conversation_id: int | None = None
+        self.turns: list[Turn] = []
+        self.reply: TurnView | None = None
+        self.reply_id = 0
+        self.stop_event: threading.Event | None = None
+        self.reply_model: str | None = None
+        self.last_stats: str = ""
+
+    # --- layout ---
+    def compose(self) -> ComposeResult:
+        yield Static("", id="chat-status")
+        with VerticalScroll(id="conversation"):
+            with Vertical(id="welcome"):
+                yield Static("", id="welcome-text")
+                yield Button("Train the default model", id="train-default", variant="primary")
+        yield ChatInput(id="chat-input")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        app = self.app
+        app.views["chat"] = self
+        self.query_one("#conversation", VerticalScroll).anchor()
+        self.watch(app, "model_status", self._model_changed, init=True)
+        self.query_one(ChatInput).focus()
+
+    @property
+    def generating(self) -> bool:
+        return self.reply is not None
+
+    # --- status ---
+    def _model_changed(self, _value=None) -> None:
+        app = self.app
+        status = app.model_status
+        welcome = self.query_one("#welcome")
+        show_welcome = status == "none" and not self.turns
+        welcome.display = show_welcome
+        if show_welcome:
+            self.query_one("#welcome-text", Static).update(WELCOME_NONE.format(steps=app.DEFAULT_STEPS))
+            if not self.generating:
+                self.query_one("#train-default", Button).focus()
+        self.update_status()
+
+    def update_status(self) -> None:
+        app = self.app
+        status = app.model_status
+        text = Text()
+        name = app.active_name
+        if status == "ready":
+            text.append("\u25cf ", style="green")
+            text.append(one_line(name or "", 40), style="bold")
+        elif status == "loading":
+            text.append("\u25cc loading ", style="yellow")
+            text.append(one_line(name or "model", 40), style="bold")
+            text.append("\u2026")
+        elif status == "starting":
+            text.append("\u25cc starting the engine\u2026", style="yellow")
+        elif status == "failed":
+            text.append("\u2716 ", style="red")
+            text.append(one_line(f"{name}: {app.model_error}", 70), style="red")
+        else:
+            text.append("\u25cb no model", style="dim")
+        if app.run_state.running:
+            text.append("  \u2502  training ", style="dim")
+            text.append(one_line(app.run_state.name or "", 24), style="dim")
+        if self.last_stats:
+            text.append("  \u2502  ")
+            text.append(self.last_stats)
+        self.query_one("#chat-status", Static).update(text)
+
+    # --- conversation view ---
+    @property
+    def view(self) -> VerticalScroll:
+        return self.query_one("#conversation", VerticalScroll)
+
+    def _add(self, widget) -> None:
+        self.query_one("#welcome").display = False
+        self.view.mount(widget)
+
+    def add_note(self, text: str) -> None:
+        if self.turns or self.generating:
+            self._add(NoteView(text))
+
+    def clear_view(self) -> None:
+        for w in list(self.view.query("TurnView, NoteView")):
+            w.remove()
+        self.turns = []
+        self.last_stats = ""
+        self._model_changed()
+
+    def load_conversation(self, conversation_id: int) -> None:
+        if self.generating:
+            self.action_stop()
+        store = self.app.conversations
+        conv = store.get(conversation_id)
+        if conv is None:
+            return
+        self.clear_view()
+        self.conversation_id = conversation_id
+        self.turns = store.turns(conversation_id)
+        self.query_one("#welcome").display = False
+        self.view.mount_all(
+            [
+                TurnView(t.role, t.content, who=None if t.role == "user" else (t.checkpoint or "Model"), stopped=t.stopped)
+                for t in self.turns
+            ]
+        )
+        self.view.anchor()
+        self.app.notify(f"Opened {one_line(conv.title, 40)!r}")
+
+    # --- actions ---
+    def action_new_chat(self) -> None:
+        if self.generating:
+            self.action_stop()
+        self.conversation_id = None
+        self.clear_view()
+        self.query_one(ChatInput).clear()
+        self.query_one(ChatInput).focus()
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        if action == "stop":
+            return self.generating
+        return True
+
+    def action_stop(self) -> None:
+        if self.stop_event is not None:
+            self.stop_event.set()
+
+    def action_train_default(self) -> None:
+        self.app.train_default()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "train-default":
+            event.stop()
+            self.app.train_default()
+
+    def on_chat_input_submitted(self, event: ChatInput.Submitted) -> None:
+        event.stop()
+        text = event.text
+        if not text.strip():
+            return
+        app = self.app
+        if self.generating:
+            app.notify("A reply is still streaming: press Esc to stop it first", severity="warning")
+            return
+        if app.chat_model is None:
+            if app.model_status == "loading":
+                app.notify("The model is still loading\u2026", severity="warning")
+            elif app.model_status == "none":
+                app.notify("No model yet: press Ctrl+T to train one, or F3 to pick one", severity="warning")
+            else:
+                app.notify("No model is loaded: pick one with F3", severity="warning")
+            return
+        inp = self.query_one(ChatInput)
+        inp.remember(text)
+        inp.clear()
+        chat = app.chat_model
+        store = app.conversations
+        if self.conversation_id is None:
+            self.conversation_id = store.create(one_line(text, 60), app.active_name)
+        user = Turn("user", text)
+        self.turns.append(user)
+        store.add(self.conversation_id, user)
+        self._add(TurnView("user", text))
+        self.reply_id += 1
+        self.reply_model = app.active_name
+        self.reply = TurnView("assistant", "", who=self.reply_model or "Model")
+        self.reply.streaming = True
+        self._add(self.reply)
+        self.view.anchor()
+        self.stop_event = threading.Event()
+        messages = [{"role": t.role, "content": t.content} for t in self.turns]
+        reply_id, stop, sampling = self.reply_id, self.stop_event, app.settings.sampling
+        self.refresh_bindings()
+        self.run_worker(
+            lambda: self._generate(chat, messages, sampling, stop, reply_id),
+            thread=True,
+            group="generate",
+            name="generate",
+            exit_on_error=False,
+        )
+
+    # --- the worker (only posts messages) ---
+    def _generate(self, chat, messages, sampling, stop, reply_id) -> None:
+        from engine.events import GenerationFailed, GenerationFinished, GenerationStarted, TokenGenerated
+
+        try:
+            ids = chat.encode_chat(messages)
+            text = ""
+            for event in chat.stream(ids, sampling, stop):
+                if isinstance(event, TokenGenerated):
+                    text += event.text
+                    self.post_message(ReplyProgress(reply_id, text))
+                elif isinstance(event, GenerationStarted):
+                    self.post_message(ReplyStarted(reply_id, event))
+                elif isinstance(event, (GenerationFinished, GenerationFailed)):
+                    self.post_message(ReplyDone(reply_id, event))
+                    return
+        except Exception as exc:  # the UI must hear about any failure
+            self.post_message(ReplyDone(reply_id, GenerationFailed(error=f"{type(exc).__name__}: {exc}".splitlines()[0])))
+            return
+        self.post_message(ReplyDone(reply_id, GenerationFailed(error="the model stopped without finishing")))
+
+    # --- messages from the worker ---
+    def on_reply_started(self, message: ReplyStarted) -> None:
+        if message.reply_id == self.reply_id and message.event.truncated_tokens:
+            self.add_note(f"(the oldest {message.event.truncated_tokens} tokens of the chat no longer fit the model's window)")
+
+    def on_reply_progress(self, message: ReplyProgress) -> None:
+        if message.reply_id == self.reply_id and self.reply is not None:
+            self.reply.set_text(message.text)
+
+    def on_reply_done(self, message: ReplyDone) -> None:
+        from engine.events import GenerationFailed
+
+        if message.reply_id != self.reply_id or self.reply is None:
+            return
+        event, reply = message.event, self.reply
+        self.reply, self.stop_event = None, None
+        if isinstance(event, GenerationFailed):
+            reply.finish(error=event.error)
+            self.app.notify(one_line(f"Reply failed: {event.error}", 200), severity="error")
+        else:
+            stopped = event.stop_reason == "cancelled"
+            reply.finish(event.text, stopped=stopped)
+            turn = Turn("assistant", event.text, stopped=stopped, checkpoint=self.reply_model)
+            self.turns.append(turn)
+            if self.conversation_id is not None:
+                self.app.conversations.add(self.conversation_id, turn)
+            parts = [f"{event.new_tokens} tokens"]
+            if event.tokens_per_s:
+                parts.append(f"{event.tokens_per_s:.1f} tok/s")
+            if event.time_to_first_token_s is not None:
+                parts.append(f"first token {event.time_to_first_token_s * 1000:.0f} ms")
+            if stopped:
+                parts.append("stopped")
+            self.last_stats = " \u00b7 ".join(parts)
+        self.update_status()
+        self.refresh_bindings()

@@ -1,0 +1,149 @@
+"""Conversations in SQLite (stdlib ``sqlite3``) at ``engine.paths.conversations_db()``."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    title TEXT NOT NULL,
+    checkpoint TEXT,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    stopped INTEGER NOT NULL DEFAULT 0,
+    checkpoint TEXT,
+    created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
+"""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Conversation:
+    id: int
+    title: str
+    checkpoint: str | None
+    created: str
+    updated: str
+    messages: int = 0
+
+
+@dataclass
+class Turn:
+    role: str  # "user" | "assistant"
+    content: str
+    stopped: bool = False
+    checkpoint: str | None = None
+
+
+class ConversationStore:
+    def __init__(self, path: Path | None = None):
+        if path is None:
+            from engine.paths import conversations_db
+
+            path = conversations_db()
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path), check_same_thread=False)
+        self.db.execute("PRAGMA foreign_keys = ON")
+        self.db.executescript(SCHEMA)
+        self.db.commit()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- conversations ---
+    def create(self, title: str, checkpoint: str | None) -> int:
+        now = _now()
+        with self.db:
+            cur = self.db.execute(
+                "INSERT INTO conversations (title, checkpoint, created, updated) VALUES (?, ?, ?, ?)",
+                (title or "New chat", checkpoint, now, now),
+            )
+        return int(cur.lastrowid)
+
+    def list(self) -> list[Conversation]:
+        rows = self.db.execute(
+            "SELECT c.id, c.title, c.checkpoint, c.created, c.updated, COUNT(m.id) FROM conversations c "
+            "LEFT JOIN messages m ON m.conversation_id = c.id GROUP BY c.id ORDER BY c.updated DESC, c.id DESC"
+        ).fetchall()
+        return [Conversation(*row) for row in rows]
+
+    def get(self, conversation_id: int) -> Conversation | None:
+        row = self.db.execute(
+            "SELECT id, title, checkpoint, created, updated FROM conversations WHERE id = ?", (conversation_id,)
+        ).fetchone()
+        return Conversation(*row) if row else None
+
+    def rename(self, conversation_id: int, title: str) -> None:
+        with self.db:
+            self.db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id))
+
+    def delete(self, conversation_id: int) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM messages WHERE conversation_id = ?", (conversation_id,))
+            self.db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+
+    # --- turns ---
+    def add(self, conversation_id: int, turn: Turn) -> None:
+        now = _now()
+        with self.db:
+            self.db.execute(
+                "INSERT INTO messages (conversation_id, role, content, stopped, checkpoint, created) VALUES (?, ?, ?, ?, ?, ?)",
+                (conversation_id, turn.role, turn.content, int(turn.stopped), turn.checkpoint, now),
+            )
+            self.db.execute(
+                "UPDATE conversations SET updated = ?, checkpoint = COALESCE(?, checkpoint) WHERE id = ?",
+                (now, turn.checkpoint, conversation_id),
+            )
+
+    def turns(self, conversation_id: int) -> list[Turn]:
+        rows = self.db.execute(
+            "SELECT role, content, stopped, checkpoint FROM messages WHERE conversation_id = ? ORDER BY id",
+            (conversation_id,),
+        ).fetchall()
+        return [Turn(role, content, bool(stopped), checkpoint) for role, content, stopped, checkpoint in rows]
+
+    # --- export ---
+    def to_markdown(self, conversation_id: int) -> str:
+        conv = self.get(conversation_id)
+        if conv is None:
+            raise KeyError(conversation_id)
+        lines = [f"# {conv.title}", "", f"*Checkpoint: {conv.checkpoint or 'none'} \u00b7 started {conv.created}*", ""]
+        for turn in self.turns(conversation_id):
+            who = "You" if turn.role == "user" else f"Model ({turn.checkpoint})" if turn.checkpoint else "Model"
+            lines += [f"**{who}:**", "", turn.content.rstrip() or "*(empty)*"]
+            if turn.stopped:
+                lines += ["", "*(stopped)*"]
+            lines.append("")
+        return "\n".join(lines)
+
+    def default_export_path(self, conversation_id: int) -> Path:
+        conv = self.get(conversation_id)
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", (conv.title if conv else "chat")).strip("-").lower()[:40] or "chat"
+        return self.path.parent / "exports" / f"{conversation_id}-{slug}.md"
+
+    def export(self, conversation_id: int, path: Path, overwrite: bool = False) -> Path:
+        """Write the Markdown; raises FileExistsError unless ``overwrite``."""
+        path = Path(path).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = self.to_markdown(conversation_id)
+        mode = "w" if overwrite else "x"
+        with open(path, mode, encoding="utf-8") as f:
+            f.write(text)
+        return path

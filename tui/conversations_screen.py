@@ -1,0 +1,123 @@
+"""Saved conversations (a modal): open, rename, delete, export to Markdown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Label, Static
+
+from .conversations import ConversationStore
+from .dialogs import ConfirmScreen, PromptScreen
+from .messages import ConversationDeleted
+from .safe import one_line
+
+
+class ConversationsScreen(ModalScreen[int | None]):
+    """Dismisses with the id of the conversation to open, or None."""
+
+    BINDINGS = [
+        Binding("escape", "dismiss(None)", "Close", id="conv.close"),
+        Binding("r", "rename", "Rename", id="conv.rename"),
+        Binding("d,delete", "delete", "Delete", id="conv.delete"),
+        Binding("e", "export", "Export", id="conv.export"),
+    ]
+
+    def __init__(self, store: ConversationStore, current: int | None = None):
+        super().__init__(classes="dialog-screen")
+        self.store, self.current = store, current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide", id="conversations-dialog"):
+            yield Label("Conversations  (Enter open \u00b7 r rename \u00b7 d delete \u00b7 e export)", classes="dialog-title")
+            yield DataTable(id="conversations-table", cursor_type="row", zebra_stripes=True)
+            yield Static("", id="conversations-note")
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_column("title", key="title")
+        table.add_column("checkpoint", key="checkpoint")
+        table.add_column("turns", key="turns")
+        table.add_column("updated", key="updated")
+        self.reload()
+        table.focus()
+
+    def reload(self) -> None:
+        table = self.query_one(DataTable)
+        table.clear()
+        convs = self.store.list()
+        for c in convs:
+            table.add_row(one_line(c.title, 40), one_line(c.checkpoint or "-", 24), str(c.messages), c.updated[:16].replace("T", " "), key=str(c.id))
+        self.query_one("#conversations-note", Static).update("" if convs else "No saved conversations yet.")
+
+    def _selected(self) -> int | None:
+        table = self.query_one(DataTable)
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        return int(key.value)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.dismiss(int(event.row_key.value))
+
+    def action_rename(self) -> None:
+        cid = self._selected()
+        conv = self.store.get(cid) if cid is not None else None
+        if conv is None:
+            return
+
+        def done(title: str | None) -> None:
+            if title:
+                self.store.rename(cid, title)
+                self.reload()
+
+        self.app.push_screen(PromptScreen("Rename conversation", conv.title, lambda v: None if v else "the title cannot be empty"), done)
+
+    def action_delete(self) -> None:
+        cid = self._selected()
+        conv = self.store.get(cid) if cid is not None else None
+        if conv is None:
+            return
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self.store.delete(cid)
+                self.app.notify(f"Deleted conversation {one_line(conv.title, 40)!r}")
+                if cid == self.current:
+                    self.current = None
+                    self.app.post_message(ConversationDeleted(cid))
+                self.reload()
+
+        self.app.push_screen(ConfirmScreen(f"Delete the conversation '{conv.title}'?", yes="Delete"), done)
+
+    def action_export(self) -> None:
+        cid = self._selected()
+        if cid is None:
+            return
+
+        def write(path_text: str | None, overwrite: bool = False) -> None:
+            if not path_text:
+                return
+            path = Path(path_text).expanduser()
+            try:
+                written = self.store.export(cid, path, overwrite=overwrite)
+            except FileExistsError:
+                self.app.push_screen(
+                    ConfirmScreen(f"{path} exists. Overwrite it?", yes="Overwrite"),
+                    lambda yes: write(path_text, overwrite=True) if yes else self.app.notify("Export cancelled"),
+                )
+                return
+            except OSError as exc:
+                self.app.notify(f"Could not export: {exc.strerror or exc}", severity="error")
+                return
+            self.app.notify(f"Exported to {written}")
+
+        self.app.push_screen(
+            PromptScreen("Export to Markdown file", str(self.store.default_export_path(cid)), lambda v: None if v else "give a file path"),
+            write,
+        )
+

@@ -1,0 +1,77 @@
+"""Textual messages that carry engine events from worker threads to the UI.
+
+Workers only post messages (``post_message`` is thread safe).  Progress messages coalesce:
+``can_replace`` lets a newer one supersede a queued older one, so a fast training run or a
+fast model never floods the message queue (as in the app *toolong*).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+
+@dataclass
+class TrainEventMessage(Message):
+    """Any training event except steps (started, eval, sample, saved, finished, failed...)."""
+
+    event: object
+
+
+@dataclass
+class TrainProgress(Message):
+    """The latest TrainStep; the loss history lives in the run state, so replacing is lossless."""
+
+    event: object
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, TrainProgress)
+
+
+@dataclass
+class ReplyProgress(Message):
+    """The whole reply so far (so a newer one can replace a queued older one)."""
+
+    reply_id: int
+    text: str
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, ReplyProgress) and message.reply_id == self.reply_id
+
+
+@dataclass
+class ReplyStarted(Message):
+    reply_id: int
+    event: object
+
+
+@dataclass
+class ReplyDone(Message):
+    """GenerationFinished or GenerationFailed."""
+
+    reply_id: int
+    event: object
+
+
+@dataclass
+class ModelReady(Message):
+    token: int
+    model: object
+
+
+@dataclass
+class ModelFailed(Message):
+    token: int
+    name: str
+    error: str
+
+
+@dataclass
+class CheckpointsChanged(Message):
+    """The checkpoint store changed (a save, rename, delete)."""
+
+
+@dataclass
+class ConversationDeleted(Message):
+    conversation_id: int
