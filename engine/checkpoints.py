@@ -171,7 +171,10 @@ class CheckpointStore:
         return self.root / ".runs" / validate_name(name)
 
     def exists(self, name: str) -> bool:
-        return self.path(name).exists()
+        path = self.path(name)
+        if self.root.is_dir():
+            self._recover()
+        return path.exists()
 
     # --- locking ---
     def _lock_path(self, name: str) -> str:
@@ -219,6 +222,16 @@ class CheckpointStore:
                 else:
                     del _Locks.held[key]
                     os.close(fd)  # releases the flock
+
+    def _held_here(self, name: str) -> bool:
+        """Whether this thread holds the lock of ``name`` (so it may tidy that name's leftovers)."""
+        try:
+            key = self._lock_path(name)
+        except (UsageError, OSError):
+            return False
+        with _Locks.guard:
+            held = _Locks.held.get(key)
+        return bool(held) and held[1] == threading.get_ident()
 
     def is_locked(self, name: str) -> bool:
         """Whether any writer (this process included) holds ``name``."""
@@ -275,7 +288,7 @@ class CheckpointStore:
 
     def get(self, name: str) -> CheckpointInfo:
         path = self.path(name)
-        if not path.exists():
+        if not self.exists(name):
             known = [c.name for c in self.list()]
             hint = f"; saved: {', '.join(known[:8])}" if known else "; none saved yet"
             raise CheckpointError(f"no checkpoint named '{name}'{hint}")
@@ -292,7 +305,7 @@ class CheckpointStore:
                 validate_name(name)
             except UsageError:
                 continue
-            if self.is_locked(name):
+            if self.is_locked(name) and not self._held_here(name):
                 continue
             kind = m.group(1)
             final = self.root / name

@@ -40,8 +40,10 @@ class Sampling:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Sampling":
+        if not isinstance(data, dict):
+            raise ValueError("sampling must be a JSON object")
         known = {f.name for f in fields(cls)}
-        return replace(cls(), **{k: v for k, v in (data or {}).items() if k in known}).validated()
+        return replace(cls(), **{k: v for k, v in data.items() if k in known}).validated()
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ class Settings:
             raise ValueError("active_checkpoint must be a string")
         if not isinstance(theme, str):
             raise ValueError("theme must be a string")
-        return cls(active_checkpoint=active, sampling=Sampling.from_dict(data.get("sampling") or {}), theme=theme)
+        sampling = data.get("sampling")
+        return cls(active_checkpoint=active, sampling=Sampling.from_dict({} if sampling is None else sampling), theme=theme)
 
 
 def load_settings(path: Path | None = None, notify: Callable[[str], None] | None = None) -> Settings:

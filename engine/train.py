@@ -190,7 +190,11 @@ class TrainingJob:
             what = f"could not save checkpoint '{self.name}'" if self.name else "training failed"
             self.result = TrainFailed(error=f"{what}: {exc.strerror or exc}; the previous save is intact")
         except Exception as exc:  # a bug or a library failure: still one line for the user
-            self.result = TrainFailed(error=f"training failed: {type(exc).__name__}: {exc}".splitlines()[0])
+            text = " ".join(str(exc).split())
+            if "No space left" in text or "os error 28" in text:  # safetensors' writer raises its own type
+                self.result = TrainFailed(error=f"could not save checkpoint '{self.name}': No space left on device; the previous save is intact")
+            else:
+                self.result = TrainFailed(error=f"training failed: {type(exc).__name__}: {text}")
         self.emit(self.result)
         return self.result
 
@@ -201,34 +205,32 @@ class TrainingJob:
     def _run(self):
         cfg = self.config
         notify = lambda message: self.emit(Notice(message))  # noqa: E731
-        previous: dict = {}
-        if cfg.resume:
-            info = self.store.get(cfg.resume)
-            if not info.ok:
-                raise CheckpointError(f"checkpoint '{cfg.resume}' is broken: {info.broken}")
-            if not info.resumable:
-                raise UsageError(f"checkpoint '{cfg.resume}' has no training state to resume from")
-            previous = info.meta
-            cfg = replace(
-                cfg,
-                dataset=previous.get("dataset_spec") or cfg.dataset,
-                dataset_config=previous.get("dataset_config"),
-                preset=previous.get("preset") or cfg.preset,
-                block_size=previous.get("block_size") or cfg.block_size,
-                batch_size=cfg.batch_size or previous.get("batch_size"),
-                lr=cfg.lr or previous.get("lr"),
-                max_steps=cfg.max_steps or previous.get("planned_steps"),
-            )
-            self.name = cfg.resume
-        else:
-            self.name = cfg.name or self._default_name(cfg)
-            if self.store.exists(self.name):
-                raise UsageError(f"a checkpoint named '{self.name}' exists: pass --resume {self.name} or another --name")
-        preset = get_preset(cfg.preset)
-
+        self.name = cfg.resume or cfg.name or self._default_name(cfg)
+        # Hold the checkpoint's write lock for the whole run: a second process (or app) that
+        # tries to write the same name gets a clear "being written by pid N" error.
         lock = self.store.lock(self.name) if self.is_main else contextlib.nullcontext()
         with lock:
-            return self._train(cfg, preset, previous, notify)
+            previous: dict = {}
+            if cfg.resume:
+                info = self.store.get(cfg.resume)
+                if not info.ok:
+                    raise CheckpointError(f"checkpoint '{cfg.resume}' is broken: {info.broken}")
+                if not info.resumable:
+                    raise UsageError(f"checkpoint '{cfg.resume}' has no training state to resume from")
+                previous = info.meta
+                cfg = replace(
+                    cfg,
+                    dataset=previous.get("dataset_spec") or cfg.dataset,
+                    dataset_config=previous.get("dataset_config"),
+                    preset=previous.get("preset") or cfg.preset,
+                    block_size=previous.get("block_size") or cfg.block_size,
+                    batch_size=cfg.batch_size or previous.get("batch_size"),
+                    lr=cfg.lr or previous.get("lr"),
+                    max_steps=cfg.max_steps or previous.get("planned_steps"),
+                )
+            elif self.store.exists(self.name):
+                raise UsageError(f"a checkpoint named '{self.name}' exists: pass --resume {self.name} or another --name")
+            return self._train(cfg, get_preset(cfg.preset), previous, notify)
 
     @staticmethod
     def _default_name(cfg: TrainConfig) -> str:

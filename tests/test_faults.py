@@ -1,0 +1,161 @@
+"""Faults: kill -9, disk full, two writers, damaged files.  Real processes, files and signals."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import ROOT, minigpt_cmd
+from engine.checkpoints import CheckpointStore
+from engine.events import GenerationFinished, TrainFailed, TrainFinished
+from engine.settings import Sampling, Settings, load_settings, save_settings
+from engine.train import TrainConfig, TrainingJob
+
+
+def _env(tmp_path, data_dir=None):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    env["XDG_DATA_HOME"] = str(data_dir or tmp_path / "data")
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+    return env
+
+
+def _verify_store(root):
+    """Every listed checkpoint is good, loads and generates; no leftovers of crashed writers."""
+    from engine.generate import ChatModel
+
+    store = CheckpointStore(root)
+    infos = store.list()
+    for info in infos:
+        assert info.ok, (info.name, info.broken)
+        chat = ChatModel.from_checkpoint(info.name, store=store, device="cpu")
+        assert isinstance(list(chat.stream("And", Sampling(max_new_tokens=3, seed=0)))[-1], GenerationFinished)
+    leftovers = [p.name for p in root.iterdir() if p.name.startswith((".tmp-", ".old-", ".trash-"))] if root.exists() else []
+    assert leftovers == []
+    return infos
+
+
+@pytest.mark.slow
+def test_kill_9_twenty_times_loses_nothing(tmp_path):
+    env = _env(tmp_path)
+    root = tmp_path / "data" / "minigpt-tui" / "checkpoints"
+    rng = random.Random(1234)
+    last_steps = 0
+    survived = 0
+    for i in range(20):
+        args = ["train", "--dataset", "builtin", "--preset", "tiny", "--max-steps", "100000", "--save-every", "1", "--eval-every", "1000"]
+        args += ["--resume", "k"] if (root / "k").exists() else ["--name", "k"]
+        proc = subprocess.Popen(minigpt_cmd() + args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # wait until it trains (imports take seconds), then kill at a random moment: mid-step or mid-save
+        started = time.time()
+        for line in proc.stderr:
+            if line.startswith(("step ", "saved ")) or time.time() - started > 120:
+                break
+        time.sleep(rng.uniform(0.0, 2.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        proc.stderr.close()
+        survived += 1
+        infos = _verify_store(root)
+        if infos:
+            assert [c.name for c in infos] == ["k"]
+            steps = infos[0].meta["steps"]
+            assert steps >= last_steps  # never goes back: the last good save survives
+            assert infos[0].resumable
+            last_steps = steps
+    assert survived == 20 and last_steps > 0
+    # --resume continues from the last good save with its step count
+    r = subprocess.run(minigpt_cmd() + ["train", "--resume", "k", "--max-steps", str(last_steps + 2)], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"steps {last_steps}->{last_steps + 2}" in r.stderr
+    assert CheckpointStore(root).get("k").meta["steps"] == last_steps + 2
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 60 MB tmpfs for the data dir (skips where mounting is not allowed)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=60m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_disk_full_during_save_keeps_previous_checkpoint(tmp_path, small_disk):
+    env = _env(tmp_path, data_dir=small_disk)
+    base = ["train", "--dataset", "builtin", "--preset", "tiny", "--eval-every", "100"]
+    r = subprocess.run(minigpt_cmd() + base + ["--max-steps", "2", "--name", "full"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    root = small_disk / "minigpt-tui" / "checkpoints"
+    before = CheckpointStore(root).get("full").meta["steps"]
+    # fill the disk, leaving a little room so training starts but the next save cannot finish
+    free = shutil.disk_usage(small_disk).free
+    with open(small_disk / "filler", "wb") as f:
+        f.write(b"\0" * max(0, free - 2_000_000))
+    r = subprocess.run(minigpt_cmd() + ["train", "--resume", "full", "--max-steps", "4"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("minigpt-tui:")]
+    assert len(errors) == 1 and "No space left on device" in errors[0], r.stderr
+    assert "Traceback" not in r.stderr
+    (small_disk / "filler").unlink()
+    infos = _verify_store(root)
+    assert [i.name for i in infos] == ["full"] and infos[0].meta["steps"] == before
+
+
+def test_two_writers_of_one_checkpoint(tmp_path, fresh_dirs):
+    """The second process gets a clear message and the first run's checkpoint is intact."""
+    env = _env(tmp_path)
+    env["XDG_DATA_HOME"] = os.environ["XDG_DATA_HOME"]
+    first = subprocess.Popen(
+        minigpt_cmd() + ["train", "--dataset", "builtin", "--preset", "tiny", "--max-steps", "100000", "--save-every", "2", "--name", "shared"],
+        env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        for line in first.stderr:
+            if line.startswith("saved 'shared'"):
+                break
+        result = TrainingJob(TrainConfig(resume="shared", max_steps=100_001)).run()
+        assert isinstance(result, TrainFailed)
+        assert f"being written by another process (pid {first.pid})" in result.error
+        # a reader can list and load while the writer writes
+        assert CheckpointStore().get("shared").ok
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.wait(120)
+    assert first.returncode == 130
+    assert CheckpointStore().get("shared").ok
+
+
+def test_failed_runs_write_nothing_to_the_store(fresh_dirs, tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe\x00garbage" * 10)
+    for config in (TrainConfig(dataset=str(bad), preset="tiny", name="nope1"), TrainConfig(dataset=str(tmp_path / "missing"), preset="tiny", name="nope2"),
+                   TrainConfig(dataset="wikitext", preset="tiny", name="nope3")):
+        result = TrainingJob(config).run()
+        assert isinstance(result, TrainFailed) and "\n" not in result.error
+    assert CheckpointStore().list() == []
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"\x00\xff\xfe", b"[1, 2, 3]", b'{"sampling": {"temperature": -4}}', b'{"active_checkpoint": 7}', b""])
+def test_damaged_settings_start_with_defaults_and_are_kept(fresh_dirs, content):
+    from engine import paths
+
+    path = paths.settings_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    notes = []
+    settings = load_settings(notify=notes.append)
+    assert settings == Settings()
+    kept = [p for p in path.parent.iterdir() if p.name.startswith("settings.json.bad-")]
+    assert len(kept) == 1 and kept[0].read_bytes() == content
+    assert notes and "defaults" in notes[0]
+    save_settings(Settings(active_checkpoint="x", sampling=Sampling(temperature=0.5)))
+    assert load_settings() == Settings(active_checkpoint="x", sampling=Sampling(temperature=0.5))
