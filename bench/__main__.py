@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from .run import run, table
 
-    report = _clean(run(data, budget_min=budget, quick=args.quick, rounds=args.rounds))
+    with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs: stdout is the report's
+        report = _clean(run(data, budget_min=budget, quick=args.quick, rounds=args.rounds))
     text = json.dumps(report, indent=2)
     print(text)
     print()

@@ -66,19 +66,26 @@ def train(data: str, name: str, *, max_steps: int, eval_every: int, eval_blocks:
 
 
 def stream(chat, prompt_ids: list[int], *, max_new_tokens: int, temperature: float, top_k: int, seed: int):
-    """``ChatModel.stream``; consumer-side timings like the baseline's."""
-    from engine.events import GenerationFinished, TokenGenerated
+    """``ChatModel.stream`` on a worker thread (``GenerationJob``, as the app runs it), the events
+    read from a queue; consumer-side timings like the baseline's streamer."""
+    import queue
+
+    from engine.events import GenerationFailed, GenerationFinished, TokenGenerated
+    from engine.generate import GenerationJob
     from engine.settings import Sampling
 
     from .baseline import _gen_stats
 
     sampling = Sampling(temperature=temperature, top_k=top_k, top_p=1.0, repetition_penalty=1.0,
                         max_new_tokens=max_new_tokens, seed=seed)
+    events: queue.Queue = queue.Queue()
     t0 = time.perf_counter()
+    job = GenerationJob(chat, prompt_ids, sampling, events.put).start()
     first = last = None
     new = 0
     pieces = []
-    for event in chat.stream(prompt_ids, sampling):
+    while True:
+        event = events.get()
         if isinstance(event, TokenGenerated) and event.text:
             now = time.perf_counter()
             first = first or now
@@ -86,5 +93,8 @@ def stream(chat, prompt_ids: list[int], *, max_new_tokens: int, temperature: flo
             pieces.append(event.text)
         elif isinstance(event, GenerationFinished):
             new = event.new_tokens
-    end = time.perf_counter()
-    return _gen_stats(t0, first, last or end, new, "".join(pieces))
+            break
+        elif isinstance(event, GenerationFailed):
+            raise RuntimeError(event.error)
+    job.join()
+    return _gen_stats(t0, first, last or time.perf_counter(), new, "".join(pieces))

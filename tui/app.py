@@ -45,20 +45,22 @@ class MiniGPTApp(App[int]):
     DEFAULT_MODE = "chat"
     COMMANDS = App.COMMANDS | {ScreensProvider}
     BINDINGS = [
-        Binding("f1", "switch_mode('chat')", "Chat", id="app.chat"),
-        Binding("f2", "switch_mode('training')", "Training", id="app.training"),
-        Binding("f3", "switch_mode('checkpoints')", "Checkpoints", id="app.checkpoints"),
-        Binding("f4", "sampling", "Sampling", id="app.sampling"),
-        Binding("f5", "conversations", "Chats", id="app.conversations"),
-        Binding("f6", "help", "Help", id="app.help"),
-        Binding("f7", "toggle_theme", "Theme", id="app.theme", show=False),
+        # Priority: the F keys work from any widget (TextArea binds F6/F7 to selections).
+        Binding("f1", "switch_mode('chat')", "Chat", id="app.chat", priority=True),
+        Binding("f2", "switch_mode('training')", "Training", id="app.training", priority=True),
+        Binding("f3", "switch_mode('checkpoints')", "Checkpoints", id="app.checkpoints", priority=True),
+        Binding("f4", "sampling", "Sampling", id="app.sampling", priority=True),
+        Binding("f5", "conversations", "Chats", id="app.conversations", priority=True),
+        Binding("f6", "help", "Help", id="app.help", priority=True),
+        Binding("f7", "toggle_theme", "Theme", id="app.theme", show=False, priority=True),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
     ]
 
     # The first-run model: the engine's default preset ("seed", the tutorial's 6x128 GPT-2) on
-    # the default dataset (WikiText-2; the built-in corpus offline) for a few minutes of CPU.
+    # the default dataset (WikiText-2; the built-in corpus offline) for 300 steps (~600K
+    # tokens): minutes on a laptop CPU, seconds on a GPU.  Resume it from F3 to train further.
     DEFAULT_PRESET = "seed"
-    DEFAULT_STEPS = 600
+    DEFAULT_STEPS = 300
 
     model_status: reactive[str] = reactive("starting", init=False)  # starting|loading|ready|failed|none
 
@@ -80,6 +82,10 @@ class MiniGPTApp(App[int]):
         self._conversations_path = conversations_path
         self._load_token = 0
         self._first_frame_done = False
+
+    def notify(self, message: str, *, title: str = "", severity="information", timeout: float | None = None, markup: bool = False) -> None:
+        """Notifications carry names, paths and error text: never parse them as markup."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     # --- start-up ---
     @property
@@ -423,6 +429,9 @@ class MiniGPTApp(App[int]):
     def action_sampling(self) -> None:
         from .sampling import SamplingScreen
 
+        if isinstance(self.screen, SamplingScreen):
+            return
+
         def done(sampling) -> None:
             if sampling is not None:
                 self.settings = replace(self.settings, sampling=sampling)
@@ -434,6 +443,8 @@ class MiniGPTApp(App[int]):
     def action_conversations(self) -> None:
         from .conversations_screen import ConversationsScreen
 
+        if isinstance(self.screen, ConversationsScreen):
+            return
         chat = self.views.get("chat")
 
         def done(conversation_id) -> None:

@@ -14,15 +14,16 @@ from textual.widgets import Button, Footer, Static
 from .chat_widgets import ChatInput, NoteView, TurnView
 from .conversations import Turn
 from .messages import ReplyDone, ReplyProgress, ReplyStarted
-from .safe import literal, one_line
+from .safe import one_line
 
 WELCOME_NONE = (
     "No checkpoint yet.\n\n"
-    "Press Enter (or Ctrl+T) to train the default model: the 'seed' GPT-2 (6 layers x 128 wide, "
-    "about 7M parameters) on WikiText-2 for {steps} steps, a few minutes on a laptop CPU. "
-    "Without internet the built-in corpus is used instead (the training screen says so).\n\n"
-    "Or press F2 to choose your own dataset, size and steps, or F3 to pick a model from the "
-    "Hugging Face cache."
+    "Press Enter (or Ctrl+T) to train the default model: the 'seed' GPT-2 (6 layers x 128 wide) "
+    "on WikiText-2 for {steps} steps \u2014 minutes on a laptop CPU, seconds on a GPU. Without "
+    "internet the built-in corpus is used instead (the training screen says so). The chat uses "
+    "the model as soon as it is saved; train it further later from F3 (t).\n\n"
+    "Or press F2 to choose your own dataset, size and steps, or F3 to pick a saved model or one "
+    "from the Hugging Face cache."
 )
 
 
@@ -72,9 +73,9 @@ class ChatScreen(Screen):
         show_welcome = status == "none" and not self.turns
         welcome.display = show_welcome
         if show_welcome:
-            self.query_one("#welcome-text", Static).update(WELCOME_NONE.format(steps=app.DEFAULT_STEPS))
+            self.query_one("#welcome-text", Static).update(Text(WELCOME_NONE.format(steps=app.DEFAULT_STEPS)))
             if not self.generating:
-                self.query_one("#train-default", Button).focus()
+                self.call_after_refresh(self.query_one("#train-default", Button).focus)
         self.update_status()
 
     def update_status(self) -> None:
@@ -93,7 +94,7 @@ class ChatScreen(Screen):
             text.append("\u25cc starting the engine\u2026", style="yellow")
         elif status == "failed":
             text.append("\u2716 ", style="red")
-            text.append(one_line(f"{name}: {app.model_error}", 70), style="red")
+            text.append(one_line(f"{name}: {app.model_error}", 160), style="red")
         else:
             text.append("\u25cb no model", style="dim")
         if app.run_state.running:
@@ -239,8 +240,9 @@ class ChatScreen(Screen):
 
     # --- messages from the worker ---
     def on_reply_started(self, message: ReplyStarted) -> None:
-        if message.reply_id == self.reply_id and message.event.truncated_tokens:
-            self.add_note(f"(the oldest {message.event.truncated_tokens} tokens of the chat no longer fit the model's window)")
+        if message.reply_id == self.reply_id and message.event.truncated_tokens and self.reply is not None:
+            note = NoteView(f"(the oldest {message.event.truncated_tokens} tokens of the chat no longer fit the model's window)")
+            self.view.mount(note, before=self.reply)
 
     def on_reply_progress(self, message: ReplyProgress) -> None:
         if message.reply_id == self.reply_id and self.reply is not None:

@@ -47,6 +47,11 @@ def _fmt(x, digits) -> str:
 
 
 def row_cells(info, active: str | None) -> list:
+    """The table cells; plain strings become Text (DataTable would parse a str as markup)."""
+    return [c if isinstance(c, Text) else Text(str(c)) for c in _cells(info, active)]
+
+
+def _cells(info, active: str | None) -> list:
     m = info.meta
     name = Text(("\u25cf " if info.name == active else "  ") + one_line(info.name, 40), style="bold" if info.name == active else "")
     if not info.ok:
@@ -64,7 +69,7 @@ def row_cells(info, active: str | None) -> list:
         name,
         one_line(str(m.get("preset") or "-"), 10),
         f"{params / 1e6:.2f}M" if isinstance(params, (int, float)) else "-",
-        one_line(str(m.get("dataset") or "-"), 24),
+        one_line(str(m.get("dataset") or "-"), 20),
         str(m.get("steps", "-")),
         _fmt(m.get("val_loss"), 3),
         _fmt(m.get("perplexity"), 1),
@@ -170,7 +175,7 @@ class CheckpointsScreen(Screen):
         if not found:
             hf.add_row(Text("no models in the local Hugging Face cache", style="dim"), "", "", key="-")
         for m in found:
-            hf.add_row(literal(one_line(m["repo_id"], 50)), fmt_size(int(m.get("size_bytes") or 0)), literal(one_line(m["path"], 80)), key=m["path"])
+            hf.add_row(literal(one_line(m["repo_id"], 50)), Text(fmt_size(int(m.get("size_bytes") or 0))), literal(one_line(m["path"], 80)), key=m["path"])
 
     def _selected_name(self) -> str | None:
         table = self.query_one("#ckpt-table", DataTable)

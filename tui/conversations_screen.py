@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -50,7 +51,8 @@ class ConversationsScreen(ModalScreen[int | None]):
         table.clear()
         convs = self.store.list()
         for c in convs:
-            table.add_row(one_line(c.title, 40), one_line(c.checkpoint or "-", 24), str(c.messages), c.updated[:16].replace("T", " "), key=str(c.id))
+            cells = (one_line(c.title, 40), one_line(c.checkpoint or "-", 24), str(c.messages), c.updated[:16].replace("T", " "))
+            table.add_row(*(Text(cell) for cell in cells), key=str(c.id))  # Text: never markup
         self.query_one("#conversations-note", Static).update("" if convs else "No saved conversations yet.")
 
     def _selected(self) -> int | None:

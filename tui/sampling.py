@@ -56,7 +56,7 @@ class SamplingScreen(ModalScreen[Sampling | None]):
                 for key, label, hint, _kind in FIELDS:
                     value = getattr(self.sampling, key)
                     yield Label(label, classes="field-label")
-                    yield Input("" if value is None else str(value), placeholder=hint, id=f"s-{key}")
+                    yield Input("" if value is None else str(value), placeholder=hint, id=f"s-{key}", compact=True)
             yield Static("", id="sampling-error", classes="form-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save", variant="primary", id="save")

@@ -17,8 +17,8 @@ from .safe import literal, one_line, visible
 FORM = [
     # id, label, placeholder
     ("name", "Name", "automatic"),
-    ("dataset", "Dataset", "wikitext | builtin | path"),
-    ("tokenizer", "Tokenizer", "gpt2 | bpe:N | path"),
+    ("dataset", "Dataset", "wikitext|builtin|path"),
+    ("tokenizer", "Tokenizer", "gpt2|bpe:N|path"),
     ("steps", "Steps", "automatic"),
     ("epochs", "Epochs", "1 (if no steps)"),
     ("lr", "LR", "preset default"),
@@ -77,10 +77,11 @@ _FIELD_HINTS = {
 
 
 class TrainingScreen(Screen):
+    AUTO_FOCUS = "#f-name"
     BINDINGS = [
         Binding("ctrl+r", "start", "Start run", id="train.start"),
-        Binding("ctrl+e", "pause_resume", "Pause/Resume", id="train.pause"),
-        Binding("ctrl+x", "stop", "Stop (save)", id="train.stop"),
+        Binding("ctrl+b", "pause_resume", "Pause/Resume", id="train.pause"),
+        Binding("ctrl+s", "stop", "Stop (save)", id="train.stop"),
     ]
 
     def __init__(self):
@@ -89,7 +90,7 @@ class TrainingScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Static("", id="train-status")
         with Horizontal(id="train-body"):
-            with VerticalScroll(id="train-form"):
+            with VerticalScroll(id="train-form", can_focus=False):
                 yield Label("New run", classes="section-title")
                 with Grid(id="train-grid"):
                     for key, label, placeholder in FORM[:3]:
@@ -157,7 +158,7 @@ class TrainingScreen(Screen):
             inp.remove_class("-invalid")
         error = self.query_one("#form-error", Static)
         if app.run_state.running:
-            error.update("A run is already going: stop it first (Ctrl+X).")
+            error.update("A run is already going: stop it first (Ctrl+S).")
             return
         from engine.checkpoints import CheckpointStore
 

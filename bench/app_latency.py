@@ -1,0 +1,154 @@
+"""App latency: how soon the app paints, and how soon a reply starts on screen.
+
+``measure_app(checkpoint)`` -> {"first_frame_ms", "first_token_ms", ...}
+
+* first_frame_ms: launching ``minigpt-tui --checkpoint NAME`` (a fresh process, in a
+  pseudo-terminal of 80x24) to its first painted frame.  The app writes a timestamp once the
+  first frame is painted when ``MINIGPT_TUI_FIRST_FRAME`` names a file, and exits right after
+  with ``MINIGPT_TUI_EXIT_AFTER_FIRST_FRAME=1``.  It also records whether torch was imported
+  by then (it must not be).  Median of ``runs``.
+* first_token_ms: pressing Enter in the chat (model already loaded) to the first piece of the
+  reply being put on screen, driven with Textual's Pilot in this process.  Median of ``runs``.
+
+Uses the current environment's checkpoint store (XDG variables relocate it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import pty
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _command(checkpoint: str) -> list[str]:
+    exe = Path(sys.executable).with_name("minigpt-tui")
+    base = [str(exe)] if exe.exists() else [sys.executable, "-m", "tui"]
+    return base + ["--checkpoint", checkpoint]
+
+
+def first_frame(checkpoint: str, timeout: float = 60.0) -> tuple[float, bool]:
+    """(ms from launch to the first painted frame, torch imported by then) in a pty."""
+    with tempfile.TemporaryDirectory() as tmp:
+        marker = Path(tmp) / "first-frame"
+        env = dict(os.environ, MINIGPT_TUI_FIRST_FRAME=str(marker), MINIGPT_TUI_EXIT_AFTER_FIRST_FRAME="1", TERM="xterm-256color")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+
+        def drain() -> None:  # keep the terminal's buffer from filling up
+            while True:
+                try:
+                    if not os.read(master, 65536):
+                        return
+                except OSError:
+                    return
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        t0 = time.time()
+        proc = subprocess.Popen(_command(checkpoint), stdin=slave, stdout=slave, stderr=slave, env=env, cwd=tmp, start_new_session=True)
+        os.close(slave)
+        try:
+            proc.wait(timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            os.close(master)
+        if not marker.exists():
+            raise RuntimeError(f"the app exited ({proc.returncode}) without painting a frame")
+        stamp, torch_loaded = marker.read_text().split()
+        return (float(stamp) - t0) * 1000.0, torch_loaded == "1"
+
+
+async def _first_tokens(checkpoint: str, runs: int) -> list[float]:
+    from engine.settings import Sampling
+
+    from tui.app import MiniGPTApp
+    from tui.chat_widgets import TurnView
+
+    shown_at: list[float] = []
+    original = TurnView.set_text
+
+    def spy(self, text):
+        original(self, text)
+        if text and not shown_at:
+            shown_at.append(time.perf_counter())
+
+    TurnView.set_text = spy
+    # Leave the user's settings and conversations alone: a throw-away config dir and database.
+    scratch = tempfile.TemporaryDirectory(prefix="minigpt-bench-app-")
+    old_config = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = scratch.name
+    try:
+        app = MiniGPTApp(checkpoint=checkpoint, conversations_path=Path(scratch.name) / "conversations.sqlite3")
+        times = []
+        async with app.run_test(size=(80, 24)) as pilot:
+            deadline = time.monotonic() + 300
+            while app.model_status != "ready":
+                if app.model_status == "failed" or time.monotonic() > deadline:
+                    raise RuntimeError(f"cannot load '{checkpoint}': {app.model_error or 'timed out'}")
+                await pilot.pause(0.05)
+            app.settings = app.settings.__class__(
+                active_checkpoint=app.settings.active_checkpoint, sampling=Sampling(max_new_tokens=16, seed=0)
+            )
+            chat = app.views["chat"]
+            for i in range(runs + 1):  # the first one warms up (first forward pass allocations)
+                await pilot.press("ctrl+n")
+                await pilot.pause()
+                inp = chat.query_one("#chat-input")
+                inp.load_text("The meaning of life is")
+                inp.focus()
+                shown_at.clear()
+                t0 = time.perf_counter()
+                await pilot.press("enter")
+                deadline = time.monotonic() + 120
+                while chat.reply is not None and not shown_at and time.monotonic() < deadline:
+                    await asyncio.sleep(0.001)
+                await pilot.pause()  # the frame with it is painted
+                if not shown_at:
+                    raise RuntimeError("the reply had no text")
+                if i:
+                    times.append((shown_at[0] - t0) * 1000.0)
+                while chat.reply is not None:
+                    await pilot.pause(0.05)
+            await app.run_action("quit")
+        return times
+    finally:
+        TurnView.set_text = original
+        if old_config is None:
+            os.environ.pop("XDG_CONFIG_HOME", None)
+        else:
+            os.environ["XDG_CONFIG_HOME"] = old_config
+        scratch.cleanup()
+
+
+def measure_app(checkpoint: str, runs: int = 3) -> dict:
+    frames = [first_frame(checkpoint) for _ in range(runs)]
+    tokens = asyncio.run(_first_tokens(checkpoint, runs))
+    return {
+        "first_frame_ms": round(statistics.median(f[0] for f in frames), 1),
+        "first_frame_runs_ms": [round(f[0], 1) for f in frames],
+        "torch_loaded_before_first_frame": any(f[1] for f in frames),
+        "first_token_ms": round(statistics.median(tokens), 1),
+        "first_token_runs_ms": [round(t, 1) for t in tokens],
+        "method": "first frame: fresh process in an 80x24 pty, timestamp hook; first token: Pilot, Enter to reply text on screen",
+    }
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(measure_app(sys.argv[1] if len(sys.argv) > 1 else "quality"), indent=2))

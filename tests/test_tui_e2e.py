@@ -1,0 +1,83 @@
+"""End to end: the installed `minigpt-tui` in a real terminal (tmux): launch, chat with a tiny
+checkpoint, visit the training screen and the picker, quit with Ctrl+Q (exit code 0)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_tui_support import ckpt_home  # noqa: F401  (fixture)
+
+TMUX = shutil.which("tmux")
+pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed (apt-get install -y tmux); CI installs it")
+
+
+def _command() -> str:
+    exe = Path(sys.executable).with_name("minigpt-tui")
+    return str(exe) if exe.exists() else (shutil.which("minigpt-tui") or f"{sys.executable} -m tui")
+
+
+class Tmux:
+    def __init__(self, tmp: Path):
+        self.socket = f"minigpt-e2e-{os.getpid()}"
+        self.tmp = tmp
+
+    def run(self, *args: str) -> str:
+        return subprocess.run([TMUX, "-L", self.socket, *args], check=True, capture_output=True, text=True).stdout
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-t", "app")
+
+    def wait_for(self, text: str, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            shown = self.screen()
+            if text in shown:
+                return shown
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} never appeared; screen:\n{self.screen()}")
+
+    def keys(self, *keys: str) -> None:
+        self.run("send-keys", "-t", "app", *keys)
+
+
+def test_installed_app_in_tmux(ckpt_home, tiny_checkpoint, tmp_path):
+    from engine.settings import Sampling, Settings, save_settings
+
+    save_settings(Settings(active_checkpoint=tiny_checkpoint, sampling=Sampling(max_new_tokens=12, seed=3)))
+    exit_file = tmp_path / "exit-code"
+    env = {k: os.environ[k] for k in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "MINIGPT_OFFLINE", "HF_HUB_OFFLINE")}
+    exports = " ".join(f"{k}={v!s}" for k, v in env.items())
+    script = f"cd {tmp_path} && env {exports} TERM=xterm-256color {_command()}; echo $? > {exit_file}; sleep 5"
+    tmux = Tmux(tmp_path)
+    tmux.run("new-session", "-d", "-s", "app", "-x", "80", "-y", "24", script)
+    try:
+        tmux.wait_for(f"\u25cf {tiny_checkpoint}", 120)  # the model is loaded and shown as active
+        tmux.keys("-l", "Hello [b]model[/b]")
+        tmux.keys("Enter")
+        tmux.wait_for("Hello [b]model[/b]", 10)  # literal, not bold markup
+        shown = tmux.wait_for("tok/s", 60)  # the reply finished and its speed is in the status
+        assert "first token" in shown
+        lines = shown.splitlines()
+        header = next(i for i, line in enumerate(lines) if line.strip().endswith(tiny_checkpoint) and "\u25cf" not in line)
+        assert lines[header + 1].strip(" \u2588\u258c\u2590"), "the reply is empty on screen"
+        tmux.keys("F2")
+        tmux.wait_for("Training:", 10)
+        tmux.wait_for("New run", 10)
+        tmux.keys("F3")
+        shown = tmux.wait_for("Saved checkpoints", 10)
+        assert tiny_checkpoint in shown
+        tmux.keys("C-q")
+        deadline = time.monotonic() + 30
+        while not exit_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert exit_file.exists(), tmux.screen()
+        assert exit_file.read_text().strip() == "0"
+    finally:
+        subprocess.run([TMUX, "-L", tmux.socket, "kill-server"], capture_output=True)

@@ -1,0 +1,152 @@
+"""Start-up: first frame before torch, first run, restoring settings, quitting from anywhere."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from test_tui_support import anyio_backend, ckpt_home, plain, wait_until  # noqa: F401
+from tui.app import EXIT_AFTER_FIRST_FRAME_ENV, FIRST_FRAME_ENV, MiniGPTApp
+from tui.chat_widgets import ChatInput
+
+pytestmark = pytest.mark.anyio
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_first_frame_paints_before_torch_loads(tmp_path, fresh_dirs):
+    """Run the real command in a pseudo-terminal-less subprocess with the first-frame hook."""
+    marker = tmp_path / "first-frame"
+    env = dict(os.environ, **{FIRST_FRAME_ENV: str(marker), EXIT_AFTER_FIRST_FRAME_ENV: "1", "PYTHONPATH": ROOT})
+    t0 = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from tui.__main__ import main; main()"],
+        env=env, cwd=ROOT, capture_output=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    stamp, torch_loaded = marker.read_text().split()
+    assert torch_loaded == "0", "torch was imported before the first frame"
+    assert float(stamp) - t0 < 10
+
+
+async def test_first_run_offers_default_training(fresh_dirs):
+    """No checkpoint: the chat says so, and one key starts the default run (quit right away)."""
+    import asyncio
+
+    app = MiniGPTApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.model_status == "none", 30, "start-up")
+        chat = app.views["chat"]
+        assert "No checkpoint yet" in plain(chat.query_one("#welcome-text"))
+        await wait_until(pilot, lambda: app.focused is not None and app.focused.id == "train-default", 5, "focus on the offer")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.screen is app.views.get("training"), 10, "the training screen")
+        config = app.run_state.config
+        assert (config.preset, config.max_steps, config.dataset) == (MiniGPTApp.DEFAULT_PRESET, MiniGPTApp.DEFAULT_STEPS, None)
+        assert app.run_state.running
+        quitting = asyncio.create_task(app.run_action("quit"))
+        await wait_until(pilot, lambda: not app.is_running, 120, "quit")
+        await quitting
+    assert app.return_code == 0
+
+
+@pytest.mark.slow
+async def test_first_run_trains_and_quit_saves(fresh_dirs):
+    """The default run takes steps (offline it says it uses the built-in corpus); quitting saves it, exit code 0."""
+    app = MiniGPTApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.model_status == "none", 30, "start-up")
+        chat = app.views["chat"]
+        assert "No checkpoint yet" in plain(chat.query_one("#welcome-text"))
+        assert chat.query_one("#welcome").display
+        await wait_until(pilot, lambda: app.focused is not None and app.focused.id == "train-default", 5, "focus on the offer")
+        await pilot.press("enter")  # the one key
+        await wait_until(pilot, lambda: app.screen is app.views.get("training"), 10, "the training screen")
+        config = app.run_state.config
+        assert config.preset == MiniGPTApp.DEFAULT_PRESET and config.max_steps == MiniGPTApp.DEFAULT_STEPS
+        assert config.dataset is None  # the engine default (WikiText-2, built-in corpus offline)
+        await wait_until(pilot, lambda: app.run_state.step is not None or app.run_state.status == "failed", 240, "a step")
+        assert app.run_state.status != "failed", app.run_state.error
+        assert any("built-in" in line or "builtin" in line for line in app.run_state.log)  # the offline fallback is told
+        step = app.run_state.step
+        print(f"default run: step {step.step}/{step.total_steps}, {step.tokens_per_s:.0f} tok/s, eta {step.eta_s:.0f}s")
+        # Ctrl+Q waits for the save (stop takes effect after the step, then eval + save), so
+        # run the quit action as a task instead of through pilot.press (which waits briefly).
+        import asyncio
+
+        quitting = asyncio.create_task(app.run_action("quit"))
+        await wait_until(pilot, lambda: not app.is_running, 300, "quit")
+        await quitting
+    assert app.return_code == 0
+    from engine.checkpoints import CheckpointStore
+
+    infos = CheckpointStore().list()
+    assert len(infos) == 1 and infos[0].ok and infos[0].meta["steps"] >= 1  # saved before quitting
+
+
+async def test_quit_while_reply_streams(ckpt_home, tiny_checkpoint):
+    from test_tui_support import FakeChat
+
+    app = MiniGPTApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.model_status == "ready", 120, "model")
+        app.chat_model = FakeChat(["x "] * 1000, delay=0.01)
+        inp = app.screen.query_one(ChatInput)
+        inp.load_text("talk")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.views["chat"].reply is not None and app.views["chat"].reply.text, 10, "streaming")
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: not app.is_running, 30, "quit")
+    assert app.return_code == 0
+
+
+async def test_settings_restored_and_missing_checkpoint_reported(ckpt_home, tiny_checkpoint):
+    from engine.settings import Sampling, Settings, save_settings
+
+    save_settings(Settings(active_checkpoint=tiny_checkpoint, sampling=Sampling(temperature=0.3, seed=5), theme="textual-light"))
+    app = MiniGPTApp(checkpoint="no-such-model")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.model_status == "ready", 120, "model")
+        assert app.active_name == tiny_checkpoint  # --checkpoint missing: told, then the last active one
+        assert app.settings.sampling.temperature == 0.3 and app.settings.sampling.seed == 5
+        assert app.theme == "textual-light"
+        assert any("no-such-model" in str(n.message) for n in app._notifications)
+        await pilot.press("f7")
+        assert app.theme == "textual-dark"
+    from engine.settings import load_settings
+
+    assert load_settings().theme == "textual-dark"
+
+
+async def test_screens_keys_and_palette(fresh_dirs):
+    app = MiniGPTApp(autoload=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.model_status == "none", 10, "start-up")
+        for key, view in (("f2", "training"), ("f3", "checkpoints"), ("f1", "chat")):
+            await pilot.press(key)
+            await wait_until(pilot, lambda: app.screen is app.views.get(view), 10, view)
+        from tui.help import HelpScreen
+
+        await pilot.press("f6")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        # the command palette knows the screens
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"checkpoints")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.screen is app.views.get("checkpoints"), 10, "palette -> checkpoints")
+
+
+def test_bench_first_frame_in_a_pty(fresh_dirs):
+    """bench/app_latency's measurement: the installed command in a pseudo-terminal."""
+    sys.path.insert(0, ROOT)
+    from bench.app_latency import first_frame
+
+    ms, torch_loaded = first_frame("no-such-checkpoint")
+    assert 0 < ms < 20_000 and not torch_loaded

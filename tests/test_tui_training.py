@@ -1,0 +1,136 @@
+"""The training screen: form validation, a real tiny run from the app, a failed run."""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import Input, Select, Sparkline
+
+from test_tui_support import anyio_backend, plain, wait_until  # noqa: F401  (fixtures)
+from tui.app import MiniGPTApp
+from tui.messages import TrainProgress
+
+pytestmark = pytest.mark.anyio
+
+
+def _fill(screen, **values) -> None:
+    for key, value in values.items():
+        if key == "preset":
+            screen.query_one("#f-preset", Select).value = value
+        else:
+            screen.query_one(f"#f-{key}", Input).value = value
+
+
+async def _open_training(pilot, app):
+    await wait_until(pilot, lambda: app.model_status in ("none", "ready"), 30, "start-up")
+    await pilot.press("f2")
+    await wait_until(pilot, lambda: "training" in app.views and app.screen is app.views["training"], 10, "training screen")
+    return app.screen
+
+
+async def test_form_validation_refuses_bad_values(fresh_dirs):
+    app = MiniGPTApp(autoload=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open_training(pilot, app)
+        for values, needle, field in [
+            ({"steps": "abc"}, "steps", "steps"),
+            ({"steps": "-5"}, "steps", "steps"),
+            ({"lr": "5"}, "lr", "lr"),
+            ({"name": "../evil"}, "invalid checkpoint name", "name"),
+            ({"tokenizer": "bpe:x"}, "", "tokenizer"),
+        ]:
+            _fill(screen, **{"name": "", "steps": "", "lr": "", "tokenizer": "", **values})
+            await pilot.press("ctrl+r")
+            await pilot.pause()
+            error = plain(screen.query_one("#form-error"))
+            assert error and needle in error.lower(), (values, error)
+            assert screen.query_one(f"#f-{field}", Input).has_class("-invalid"), (values, error)
+            assert app.run_state.status == "idle"
+
+
+async def test_tiny_run_from_the_app(fresh_dirs):
+    """Start a run from the form; watch progress; the checkpoint appears; the chat gets it."""
+    app = MiniGPTApp()
+    steps_seen: list[int] = []
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = await _open_training(pilot, app)
+        assert app.model_status == "none"
+        _fill(screen, name="from-app", dataset="builtin", preset="tiny", steps="6")
+        await pilot.press("ctrl+r")
+
+        def progressed():
+            step = app.run_state.step
+            if step is not None and (not steps_seen or steps_seen[-1] != step.step):
+                steps_seen.append(step.step)
+            return app.run_state.status in ("finished", "failed")
+
+        await wait_until(pilot, progressed, 240, "the run to finish")
+        assert app.run_state.status == "finished", app.run_state.error
+        assert steps_seen and steps_seen[-1] == 6
+        stats = plain(screen.query_one("#run-stats"))
+        assert "step 6/6" in stats and "loss" in stats and "tok/s" in stats and "tokens seen" in stats
+        assert "val loss" in plain(screen.query_one("#run-eval")) and "bits/byte" in plain(screen.query_one("#run-eval"))
+        assert "sample @" in plain(screen.query_one("#run-sample"))
+        assert len(screen.query_one("#loss-spark", Sparkline).data) == 6
+        assert screen.query_one("#run-progress").progress == 6
+        assert "builtin" in " ".join(app.run_state.log).lower()
+        # the checkpoint is listed in the picker, and (first run) the chat now uses it
+        await pilot.press("f3")
+        await pilot.pause()
+        picker = app.views["checkpoints"]
+        assert "from-app" in [i.name for i in picker.infos]
+        await wait_until(pilot, lambda: app.model_status == "ready", 120, "the new model to load")
+        assert app.active_name == "from-app"
+
+
+async def test_progress_messages_coalesce():
+    from engine.events import TrainStep
+
+    a = TrainProgress(TrainStep(1, 10, 1.0, 1e-3, 1.0, 1, 0.1, 1.0, 0.1))
+    b = TrainProgress(TrainStep(2, 10, 1.0, 1e-3, 1.0, 1, 0.1, 1.0, 0.1))
+    assert b.can_replace(a)
+    from tui.messages import TrainEventMessage
+
+    assert not b.can_replace(TrainEventMessage(object()))
+
+
+async def test_failed_run_shows_error_not_traceback(fresh_dirs, tmp_path):
+    app = MiniGPTApp(autoload=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open_training(pilot, app)
+        _fill(screen, dataset=str(tmp_path / "no-such-corpus.txt"), preset="tiny", steps="2", name="doomed")
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: app.run_state.status in ("failed", "finished"), 120, "the run to fail")
+        assert app.run_state.status == "failed"
+        shown = plain(screen.query_one("#run-error"))
+        assert shown.startswith("Run failed:") and "Traceback" not in shown
+        assert "no-such-corpus" in shown
+        assert not screen.query_one("#start").disabled  # a new run can be started
+
+
+async def test_pause_resume_and_stop_saves(fresh_dirs):
+    from engine.checkpoints import CheckpointStore
+
+    app = MiniGPTApp(autoload=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open_training(pilot, app)
+        _fill(screen, name="stoppable", dataset="builtin", preset="tiny", steps="5000")
+        await pilot.press("ctrl+r")
+        state = app.run_state
+        await wait_until(pilot, lambda: state.step is not None or state.status == "failed", 120, "a first step")
+        assert state.status == "running", state.error
+        await pilot.press("ctrl+b")
+        await wait_until(pilot, lambda: state.status == "paused", 60, "the pause")
+        assert "paused" in plain(screen.query_one("#train-status"))
+        paused_at = state.step.step
+        await pilot.pause(0.5)
+        assert state.step.step == paused_at  # no progress while paused
+        await pilot.press("f1", "f2")  # the UI stays responsive
+        assert app.screen is screen
+        await pilot.press("ctrl+b")
+        await wait_until(pilot, lambda: state.step.step > paused_at, 60, "progress after resuming")
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: state.status in ("stopped", "failed"), 120, "the stop")
+        assert state.status == "stopped" and state.result.saved
+        assert any("stopped at step" in line for line in state.log)
+    info = CheckpointStore().get("stoppable")
+    assert info.ok and info.meta["steps"] == state.result.step < 5000

@@ -1,0 +1,105 @@
+"""Make the README's SVG screenshots of the three screens.
+
+    python -m tui.screenshots [OUT_DIR]      (default: assets/)
+
+Runs the real app headless in a throw-away data/config dir: trains a tiny model from the
+training screen (built-in corpus, offline), chats with it, trains a second short one, adds a
+damaged checkpoint folder (to show how broken ones are listed) and opens the checkpoint picker.
+Writes screen-chat.svg, screen-training.svg and screen-checkpoints.svg.  About a minute on a CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SIZE = (100, 30)
+STEPS = "40"
+
+
+async def _wait(pilot, condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the app did not get there in time")
+        await pilot.pause(0.1)
+
+
+async def _shoot(out: Path) -> list[Path]:
+    from textual.widgets import Input, Select
+
+    from engine.settings import Sampling, Settings, save_settings
+
+    from .app import MiniGPTApp
+
+    save_settings(Settings(sampling=Sampling(max_new_tokens=40, seed=7)))
+    app = MiniGPTApp()
+    written = []
+    async with app.run_test(size=SIZE) as pilot:
+        await _wait(pilot, lambda: app.model_status == "none", 60)
+        await pilot.press("f2")
+        await _wait(pilot, lambda: app.screen is app.views.get("training"), 10)
+        screen = app.screen
+        screen.query_one("#f-name", Input).value = "tiny-bible"
+        screen.query_one("#f-dataset", Input).value = "builtin"
+        screen.query_one("#f-preset", Select).value = "tiny"
+        screen.query_one("#f-steps", Input).value = STEPS
+        await pilot.press("ctrl+r")
+        await _wait(pilot, lambda: app.run_state.status in ("finished", "failed"), 600)
+        if app.run_state.status == "failed":
+            raise RuntimeError(app.run_state.error)
+        app.clear_notifications()
+        await pilot.pause(0.5)
+        written.append(Path(app.save_screenshot("screen-training.svg", str(out))))
+        # a second, shorter run, so the picker has something to sort
+        await _wait(pilot, lambda: app.model_status == "ready", 120)
+        screen.query_one("#f-name", Input).value = "tiny-short"
+        screen.query_one("#f-steps", Input).value = "10"
+        await pilot.press("ctrl+r")
+        await _wait(pilot, lambda: app.run_state.status in ("finished", "failed"), 600)
+        await _wait(pilot, lambda: app.model_status == "ready", 120)
+        await pilot.press("f1")
+        chat = app.views["chat"]
+        for text in ("And God said", "Tell me about [the] light"):
+            inp = chat.query_one("#chat-input")
+            inp.load_text(text)
+            inp.focus()
+            await pilot.press("enter")
+            await _wait(pilot, lambda: chat.reply is None, 60)
+        app.clear_notifications()
+        await pilot.pause(0.5)
+        written.append(Path(app.save_screenshot("screen-chat.svg", str(out))))
+        # a damaged checkpoint folder, to show how the picker lists one
+        from engine.checkpoints import CheckpointStore
+
+        broken = CheckpointStore().root / "half-copied"
+        broken.mkdir()
+        (broken / "minigpt.json").write_text("{}")
+        (broken / "config.json").write_text("{ not json")
+        await pilot.press("f3")
+        await app.workers.wait_for_complete()
+        app.clear_notifications()
+        await pilot.pause(0.5)
+        written.append(Path(app.save_screenshot("screen-checkpoints.svg", str(out))))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    out = Path(argv[0] if argv else Path(__file__).resolve().parent.parent / "assets").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="minigpt-shots-") as tmp:
+        for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME"):
+            os.environ[var] = os.path.join(tmp, var.lower())
+        os.environ.setdefault("MINIGPT_OFFLINE", "1")
+        for path in asyncio.run(_shoot(out)):
+            print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
