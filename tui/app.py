@@ -92,6 +92,8 @@ class MiniGPTApp(App[int]):
     def conversations(self) -> ConversationStore:
         if self._conversations is None:
             self._conversations = ConversationStore(self._conversations_path)
+            if self._conversations.warning:
+                self.notify(self._conversations.warning, severity="warning", timeout=15)
         return self._conversations
 
     def on_mount(self) -> None:

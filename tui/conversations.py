@@ -52,6 +52,12 @@ class Turn:
 
 
 class ConversationStore:
+    """One SQLite file, shared safely by several app instances (WAL, a busy timeout).
+
+    A damaged file is set aside (kept for the user) and a new one started; ``warning`` then
+    says so, for the app to show.
+    """
+
     def __init__(self, path: Path | None = None):
         if path is None:
             from engine.paths import conversations_db
@@ -59,10 +65,33 @@ class ConversationStore:
             path = conversations_db()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path), check_same_thread=False)
-        self.db.execute("PRAGMA foreign_keys = ON")
-        self.db.executescript(SCHEMA)
-        self.db.commit()
+        self.warning: str | None = None
+        try:
+            self.db = self._open()
+        except sqlite3.DatabaseError as exc:
+            from engine.atomic import set_aside
+
+            kept = set_aside(self.path)
+            for suffix in ("-wal", "-shm"):
+                side = self.path.with_name(self.path.name + suffix)
+                if side.exists():
+                    side.unlink()
+            self.warning = f"The conversation database was damaged ({exc}); started a new one, the old file is kept as {kept}"
+            self.db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), timeout=10, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA foreign_keys = ON")
+            db.executescript(SCHEMA)
+            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("integrity check failed")
+            db.commit()
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
 
     def close(self) -> None:
         self.db.close()
