@@ -22,6 +22,7 @@ async def _send(pilot, text: str) -> None:
     inp = pilot.app.screen.query_one(ChatInput)
     inp.focus()
     inp.load_text(text)
+    await wait_until(pilot, lambda: pilot.app.focused is inp, 5, "focus on the input")
     await pilot.press("enter")
 
 

@@ -73,6 +73,7 @@ async def test_pick_another_checkpoint_chat_uses_it(ckpt_home, tiny_checkpoint):
         inp = app.screen.query_one(ChatInput)
         inp.load_text("hello")
         inp.focus()
+        await wait_until(pilot, lambda: app.focused is inp, 5, "focus on the input")
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.views["chat"].reply is None and len(app.screen.query(TurnView)) == 2, 60, "reply")
         assert app.screen.query(TurnView).last().who == "other-model"

@@ -58,6 +58,8 @@ def test_snapshot_chat_conversation(fresh_dirs, snap_compare):
             inp = chat.query_one("#chat-input")
             inp.load_text(text)
             inp.focus()
+            # Enter on the first-run "train" button would start a real run: wait for the focus
+            await wait_until(pilot, lambda: app.focused is inp, 5, "focus on the input")
             await pilot.press("enter")
             await wait_until(pilot, lambda: chat.reply is None, 10, "reply")
         await _settle(pilot)

@@ -16,9 +16,7 @@ from tui.app import MiniGPTApp
 from tui.chat_widgets import ChatInput, TurnView
 from tui.conversations import ConversationStore, Turn
 
-pytestmark = pytest.mark.anyio
-
-
+@pytest.mark.anyio
 async def test_damaged_conversation_db_is_kept_aside(fresh_dirs):
     from engine.paths import conversations_db
 
@@ -60,6 +58,7 @@ def test_two_instances_write_one_db_without_loss(tmp_path):
     assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+@pytest.mark.anyio
 async def test_huge_paste_control_chars_and_empty_input(fresh_dirs):
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -68,6 +67,7 @@ async def test_huge_paste_control_chars_and_empty_input(fresh_dirs):
         await pilot.pause()
         inp = app.screen.query_one(ChatInput)
         inp.focus()
+        await wait_until(pilot, lambda: app.focused is inp, 5, "focus on the input")
         # empty input sends nothing
         inp.load_text("   \n  ")
         await pilot.press("enter")
