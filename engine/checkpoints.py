@@ -132,7 +132,7 @@ def _dir_size(path: Path) -> int:
     return total
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
     except OSError:
@@ -338,7 +338,7 @@ class CheckpointStore:
                 for rel, src in files.items():
                     dst = tmp / rel
                     dst.parent.mkdir(parents=True, exist_ok=True)
-                    _link_or_copy(Path(src), dst)
+                    link_or_copy(Path(src), dst)
                 if write_extra:
                     write_extra(tmp)
                 (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")

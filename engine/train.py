@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import data as data_mod
 from . import tokenizer as tok_mod
-from .checkpoints import META_FILE, RESUME_DIR, CheckpointStore, validate_name
+from .checkpoints import META_FILE, RESUME_DIR, CheckpointStore, link_or_copy, validate_name
 from .errors import CheckpointError, EngineError, UsageError
 from .events import (
     CheckpointSaved,
@@ -401,18 +401,11 @@ class TrainingJob:
         staged.mkdir(parents=True)
         for f in ckpt_dir.iterdir():
             if f.is_file() and f.name != META_FILE:
-                os.link(f, staged / f.name) if _same_fs(f, staged) else shutil.copyfile(f, staged / f.name)
+                link_or_copy(f, staged / f.name)
         for f in (ckpt_dir / RESUME_DIR).iterdir():
             if f.is_file():
                 shutil.copyfile(f, staged / f.name)
         return str(staged)
-
-
-def _same_fs(a: Path, b: Path) -> bool:
-    try:
-        return os.stat(a).st_dev == os.stat(b).st_dev
-    except OSError:
-        return False
 
 
 def _make_callback_class():

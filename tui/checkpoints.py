@@ -230,11 +230,8 @@ class CheckpointsScreen(Screen):
                     self.app.activate_folder(model["path"], model["repo_id"])
                     self.app.switch_mode("chat")
             return
-        info = self._selected_info()
+        info = self._selected_usable()
         if info is None:
-            return
-        if not info.ok:
-            self.app.notify(one_line(f"'{info.name}' is broken: {info.broken}", 200), severity="error")
             return
         self.app.activate_checkpoint(info.name)
         self.app.switch_mode("chat")
@@ -290,12 +287,17 @@ class CheckpointsScreen(Screen):
             done,
         )
 
-    def action_resume(self) -> None:
+    def _selected_usable(self):
+        """The selected checkpoint, or None (with a notice) when nothing or a broken one is selected."""
         info = self._selected_info()
-        if info is None:
-            return
-        if not info.ok:
+        if info is not None and not info.ok:
             self.app.notify(one_line(f"'{info.name}' is broken: {info.broken}", 200), severity="error")
+            return None
+        return info
+
+    def action_resume(self) -> None:
+        info = self._selected_usable()
+        if info is None:
             return
         if not info.resumable:
             self.app.notify(f"'{info.name}' has no training state to resume from", severity="warning")
