@@ -16,6 +16,7 @@ pytestmark = pytest.mark.anyio
 async def _picker(pilot, app):
     await pilot.press("f3")
     await wait_until(pilot, lambda: app.views.get("checkpoints") is not None and app.screen is app.views["checkpoints"], 10, "picker")
+    await wait_until(pilot, lambda: app.screen.loaded, 10, "the checkpoint listing")
     return app.screen
 
 
@@ -108,8 +109,7 @@ async def test_rename_delete_and_sort(ckpt_home, tiny_checkpoint):
         assert app.screen is prompt and "invalid checkpoint name" in plain(prompt.query_one("#prompt-error"))
         prompt.query_one(Input).value = "renamed"
         await pilot.press("enter")
-        await pilot.pause()
-        assert sorted(_row_names(screen)) == ["renamed", tiny_checkpoint]
+        await wait_until(pilot, lambda: sorted(_row_names(screen)) == ["renamed", tiny_checkpoint], 10, "the renamed row")
         assert ckpt_home.exists("renamed") and not ckpt_home.exists("b-copy")
         # delete asks first; "n" keeps it, "y" deletes it
         _cursor_to(screen, "renamed")
@@ -123,8 +123,8 @@ async def test_rename_delete_and_sort(ckpt_home, tiny_checkpoint):
         await pilot.press("d")
         await pilot.pause()
         await pilot.press("y")
-        await pilot.pause()
-        assert not ckpt_home.exists("renamed") and _row_names(screen) == [tiny_checkpoint]
+        await wait_until(pilot, lambda: _row_names(screen) == [tiny_checkpoint], 10, "the row to go")
+        assert not ckpt_home.exists("renamed")
 
 
 async def test_resume_training_from_picker(ckpt_home, tiny_checkpoint):

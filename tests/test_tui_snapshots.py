@@ -11,6 +11,7 @@ import pytest
 
 from test_tui_support import FakeChat, make_broken, make_fake, wait_until
 from tui.app import MiniGPTApp
+from tui.chat_widgets import ChatInput
 
 SIZE = (80, 24)
 
@@ -42,7 +43,7 @@ def test_snapshot_first_run_chat(fresh_dirs, snap_compare):
     async def run_before(pilot):
         app = pilot.app
         await wait_until(pilot, lambda: app.model_status == "none", 30, "start-up")
-        await wait_until(pilot, lambda: app.focused is not None and app.focused.id == "train-default", 5, "focus")
+        await wait_until(pilot, lambda: isinstance(app.focused, ChatInput), 5, "focus on the chat input")
         await _settle(pilot)
 
     assert snap_compare(MiniGPTApp(), terminal_size=SIZE, run_before=run_before)
@@ -57,8 +58,6 @@ def test_snapshot_chat_conversation(fresh_dirs, snap_compare):
         for text in ("Tell me a story", "Go on\nplease"):
             inp = chat.query_one("#chat-input")
             inp.load_text(text)
-            inp.focus()
-            # Enter on the first-run "train" button would start a real run: wait for the focus
             await wait_until(pilot, lambda: app.focused is inp, 5, "focus on the input")
             await pilot.press("enter")
             await wait_until(pilot, lambda: chat.reply is None, 10, "reply")

@@ -41,8 +41,8 @@ async def test_first_run_offers_default_training(fresh_dirs):
         await wait_until(pilot, lambda: app.model_status == "none", 30, "start-up")
         chat = app.views["chat"]
         assert "No checkpoint yet" in plain(chat.query_one("#welcome-text"))
-        await wait_until(pilot, lambda: app.focused is not None and app.focused.id == "train-default", 5, "focus on the offer")
-        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.focused, ChatInput), 5, "focus on the chat input")
+        await pilot.press("enter")  # Enter on the empty input takes the offer
         await wait_until(pilot, lambda: app.screen is app.views.get("training"), 10, "the training screen")
         config = app.run_state.config
         assert (config.preset, config.max_steps, config.dataset) == (MiniGPTApp.DEFAULT_PRESET, MiniGPTApp.DEFAULT_STEPS, None)
@@ -62,8 +62,8 @@ async def test_first_run_trains_and_quit_saves(fresh_dirs):
         chat = app.views["chat"]
         assert "No checkpoint yet" in plain(chat.query_one("#welcome-text"))
         assert chat.query_one("#welcome").display
-        await wait_until(pilot, lambda: app.focused is not None and app.focused.id == "train-default", 5, "focus on the offer")
-        await pilot.press("enter")  # the one key
+        await wait_until(pilot, lambda: isinstance(app.focused, ChatInput), 5, "focus on the chat input")
+        await pilot.press("enter")  # Enter on the empty input takes the offer  # the one key
         await wait_until(pilot, lambda: app.screen is app.views.get("training"), 10, "the training screen")
         config = app.run_state.config
         assert config.preset == MiniGPTApp.DEFAULT_PRESET and config.max_steps == MiniGPTApp.DEFAULT_STEPS

@@ -75,9 +75,9 @@ async def test_tiny_run_from_the_app(fresh_dirs):
         assert "builtin" in " ".join(app.run_state.log).lower()
         # the checkpoint is listed in the picker, and (first run) the chat now uses it
         await pilot.press("f3")
-        await pilot.pause()
+        await wait_until(pilot, lambda: app.views.get("checkpoints") is not None, 10, "the picker")
         picker = app.views["checkpoints"]
-        assert "from-app" in [i.name for i in picker.infos]
+        await wait_until(pilot, lambda: "from-app" in [i.name for i in picker.infos], 10, "the new checkpoint listed")
         await wait_until(pilot, lambda: app.model_status == "ready", 120, "the new model to load")
         assert app.active_name == "from-app"
 

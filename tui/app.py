@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 import time
 from dataclasses import replace
 
@@ -20,13 +21,11 @@ from textual.reactive import reactive
 from engine.settings import Settings, load_settings, save_settings
 
 from .chat import ChatScreen
-from .checkpoints import CheckpointsScreen
 from .commands import ScreensProvider
 from .conversations import ConversationStore
 from .messages import CheckpointsChanged, ConversationDeleted, ModelFailed, ModelReady, TrainEventMessage, TrainProgress
 from .run_state import RunState
 from .safe import one_line
-from .training import TrainingScreen, fmt_s
 
 # Test and benchmark hooks: write "<unix time> <torch imported 0|1>" to this file once the
 # first frame has been painted, and exit right after when MINIGPT_TUI_EXIT_AFTER_FIRST_FRAME=1.
@@ -41,7 +40,8 @@ class MiniGPTApp(App[int]):
 
     CSS_PATH = "app.tcss"
     TITLE = "minigpt-tui"
-    MODES = {"chat": ChatScreen, "training": TrainingScreen, "checkpoints": CheckpointsScreen}
+    # The chat is the first screen; the others are imported when first shown (start-up time).
+    MODES = {"chat": ChatScreen, "training": lambda: _training_screen(), "checkpoints": lambda: _checkpoints_screen()}
     DEFAULT_MODE = "chat"
     COMMANDS = App.COMMANDS | {ScreensProvider}
     BINDINGS = [
@@ -79,9 +79,13 @@ class MiniGPTApp(App[int]):
         self.run_state = RunState()
         self.views: dict[str, object] = {}
         self._conversations: ConversationStore | None = None
+        self._conversations_lock = threading.Lock()
         self._conversations_path = conversations_path
         self._load_token = 0
         self._first_frame_done = False
+        self.quitting = False  # Ctrl+Q is waiting for a training run's save
+        self.force_quit = False  # a second Ctrl+Q: quit without waiting for that save
+        self.exit_note = ""  # printed after the app ends (what a forced quit lost)
 
     def notify(self, message: str, *, title: str = "", severity="information", timeout: float | None = None, markup: bool = False) -> None:
         """Notifications carry names, paths and error text: never parse them as markup."""
@@ -90,11 +94,24 @@ class MiniGPTApp(App[int]):
     # --- start-up ---
     @property
     def conversations(self) -> ConversationStore:
-        if self._conversations is None:
+        """The conversation database; opened on a worker after the first frame (the open runs
+        an integrity check), or here if it is needed before that worker got to it."""
+        store, fresh = self._open_conversations()
+        if fresh and store.warning:
+            self.notify(store.warning, severity="warning", timeout=15)
+        return store
+
+    def _open_conversations(self) -> tuple[ConversationStore, bool]:
+        with self._conversations_lock:
+            if self._conversations is not None:
+                return self._conversations, False
             self._conversations = ConversationStore(self._conversations_path)
-            if self._conversations.warning:
-                self.notify(self._conversations.warning, severity="warning", timeout=15)
-        return self._conversations
+            return self._conversations, True
+
+    def _open_conversations_in_background(self) -> None:
+        store, fresh = self._open_conversations()
+        if fresh and store.warning:
+            self.call_from_thread(self.notify, store.warning, severity="warning", timeout=15)
 
     def on_mount(self) -> None:
         for message in self._notices:
@@ -112,6 +129,7 @@ class MiniGPTApp(App[int]):
             if os.environ.get(EXIT_AFTER_FIRST_FRAME_ENV) == "1":
                 self.exit(0)
                 return
+        self.run_worker(self._open_conversations_in_background, thread=True, group="conversations", exit_on_error=False)
         if self.autoload:
             self.run_worker(self._pick_startup_model, thread=True, group="startup", exit_on_error=False)
         else:
@@ -217,14 +235,29 @@ class MiniGPTApp(App[int]):
 
     # --- checkpoint store changes (from the picker) ---
     def rename_checkpoint(self, old: str, new: str) -> None:
-        from engine.checkpoints import CheckpointStore
-        from engine.errors import EngineError
+        self._store_worker("rename", lambda store: store.rename(old, new), lambda: self._renamed(old, new))
 
-        try:
-            CheckpointStore().rename(old, new)
-        except (EngineError, OSError) as exc:
-            self.notify(one_line(f"Cannot rename: {exc}", 200), severity="error")
-            return
+    def delete_checkpoint(self, name: str) -> None:
+        self._store_worker("delete", lambda store: store.delete(name), lambda: self._deleted(name))
+
+    def _store_worker(self, what: str, operation, then) -> None:
+        """Run a checkpoint-store change on a worker (disk work never blocks the UI), then
+        ``then`` on the UI thread, or a one-line error."""
+
+        def work() -> None:
+            from engine.checkpoints import CheckpointStore
+            from engine.errors import EngineError
+
+            try:
+                operation(CheckpointStore())
+            except (EngineError, OSError) as exc:
+                self.call_from_thread(self.notify, one_line(f"Cannot {what}: {exc}", 200), severity="error")
+                return
+            self.call_from_thread(then)
+
+        self.run_worker(work, thread=True, group="store", exit_on_error=False)
+
+    def _renamed(self, old: str, new: str) -> None:
         self.notify(f"Renamed '{old}' to '{new}'")
         if self.active_kind == "checkpoint" and self.active_name == old:
             self.active_name = new
@@ -235,15 +268,7 @@ class MiniGPTApp(App[int]):
             self._save_settings()
         self.post_message(CheckpointsChanged())
 
-    def delete_checkpoint(self, name: str) -> None:
-        from engine.checkpoints import CheckpointStore
-        from engine.errors import EngineError
-
-        try:
-            CheckpointStore().delete(name)
-        except (EngineError, OSError) as exc:
-            self.notify(one_line(f"Cannot delete: {exc}", 200), severity="error")
-            return
+    def _deleted(self, name: str) -> None:
         self.notify(f"Deleted '{name}'")
         if self.settings.active_checkpoint == name:
             self.settings = replace(self.settings, active_checkpoint=None)
@@ -296,6 +321,7 @@ class MiniGPTApp(App[int]):
             else:
                 self.post_message(TrainEventMessage(event))
 
+        state.worker_started = True
         try:
             job = TrainingJob(state.config, sink)
             state.job = job
@@ -334,9 +360,9 @@ class MiniGPTApp(App[int]):
 
     def on_train_progress(self, message: TrainProgress) -> None:
         state = self.run_state
-        state.step = message.event
-        if state.status == "starting":
-            state.status = "running"
+        was_starting = state.status == "starting"
+        state.apply(message.event)
+        if was_starting:
             self._refresh_training()
         view = self.views.get("training")
         if view is not None:
@@ -345,52 +371,17 @@ class MiniGPTApp(App[int]):
     def on_train_event_message(self, message: TrainEventMessage) -> None:
         from engine import events as ev
 
-        state, event = self.run_state, message.event
-        line = None
-        if isinstance(event, ev.Notice):
-            line = f"note: {event.message}"
-        elif isinstance(event, ev.TrainStarted):
-            state.started, state.name = event, event.name
-            if state.status == "starting":
-                state.status = "running"
-            line = (
-                f"training '{event.name}': {event.preset}, {event.params / 1e6:.2f}M params on {event.dataset} "
-                f"({event.train_tokens:,} train / {event.val_tokens:,} val tokens), {event.device}/{event.dtype}, "
-                f"steps {event.start_step}->{event.total_steps}"
-            )
-        elif isinstance(event, ev.TrainEval):
-            state.eval = event
-            state.val_losses.append(event.val_loss)
-            line = f"eval @ {event.step}: val loss {event.val_loss:.4f}, perplexity {event.perplexity:.1f}, bits/byte {event.bits_per_byte:.4f}"
-        elif isinstance(event, ev.TrainSample):
-            state.sample = event
-        elif isinstance(event, ev.CheckpointSaved):
-            state.saved = event
-            line = f"saved '{event.name}' at step {event.step}"
+        event = message.event
+        line = self.run_state.apply(event)
+        if isinstance(event, ev.CheckpointSaved):
             self.post_message(CheckpointsChanged())
-        elif isinstance(event, ev.TrainPaused):
-            state.status = "paused" if state.status != "stopping" else state.status
-            line = f"paused at step {event.step}"
-        elif isinstance(event, ev.TrainResumed):
-            if state.status != "stopping":
-                state.status = "running"
-            line = f"resumed at step {event.step}"
         elif isinstance(event, ev.TrainFinished):
-            state.status, state.result = "finished", event
-            line = f"finished '{event.name}' at step {event.step} in {fmt_s(event.elapsed_s)}"
             self.notify(f"Training finished: '{event.name}' saved")
             self._after_run(event.name)
-        elif isinstance(event, ev.TrainCancelled):
-            state.status, state.result = "stopped", event
-            line = f"stopped at step {event.step} ({'saved' if event.saved else 'not saved'})"
-            if event.saved:
-                self._after_run(event.name)
+        elif isinstance(event, ev.TrainCancelled) and event.saved:
+            self._after_run(event.name)
         elif isinstance(event, ev.TrainFailed):
-            state.status, state.result, state.error = "failed", event, event.error
-            line = f"failed: {event.error}"
             self.notify(one_line(f"Training failed: {event.error}", 300), severity="error", timeout=10)
-        if line:
-            state.log.append(line)
         self._refresh_training(event=event, log=line)
 
     def _after_run(self, name: str) -> None:
@@ -485,26 +476,81 @@ class MiniGPTApp(App[int]):
     # --- quitting ---
     async def action_quit(self) -> None:
         """Quit with exit code 0 from anywhere: a streaming reply is stopped, a training run
-        is stopped and saved first (cancel(save=True), then wait for it)."""
+        is stopped and saved first (cancel(save=True), then wait for it).  A second Ctrl+Q while
+        that save runs quits at once and says what is lost."""
         chat = self.views.get("chat")
         if chat is not None and chat.stop_event is not None:
             chat.stop_event.set()
         state = self.run_state
+        if self.quitting and state.running:
+            self.force_quit = True
+            self.exit_note = self._lost_on_force_quit()
+            self.exit(0, message=self.exit_note)
+            return
         if state.running:
+            self.quitting = True
             state.stop_requested = True
             if state.job is not None:
                 state.job.cancel(save=True)
-            self.notify("Saving the training run before quitting\u2026", timeout=30)
+            self.sub_title = "saving the training run before quitting\u2026"
+            self.notify(
+                "Saving the training run before quitting\u2026 Press Ctrl+Q again to quit now without that save.",
+                timeout=600,
+            )
             await asyncio.to_thread(state.done.wait)
         self.exit(0)
 
+    def _lost_on_force_quit(self) -> str:
+        state = self.run_state
+        name = state.name or "the training run"
+        step = state.step.step if state.step is not None else None
+        saved = state.saved.step if state.saved is not None else None
+        if saved is None:
+            return f"Quit without saving: {name} had no checkpoint yet; its training{f' (step {step})' if step else ''} is lost."
+        return f"Quit without the last save: {name} keeps its checkpoint at step {saved}; training after it{f' (to step {step})' if step else ''} is lost."
+
     def on_unmount(self) -> None:
-        if self._conversations is not None:
-            self._conversations.close()
+        """Nothing outlives the app: a reply is stopped; a training run is stopped and saved
+        (unless the user chose to quit without the save), and waited for."""
+        chat = self.views.get("chat")
+        if chat is not None and chat.stop_event is not None:
+            chat.stop_event.set()
+        state = self.run_state
+        if state.running and not state.done.is_set():
+            state.stop_requested = True
+            if state.job is not None:
+                state.job.cancel(save=not self.force_quit)
+            # A worker that never got to run sets nothing: give it a moment to start and see
+            # the stop, then wait for the run it started to save and end.
+            deadline = time.monotonic() + 5
+            while not self.force_quit and not state.done.wait(0.1):
+                if not state.worker_started and time.monotonic() > deadline:
+                    break
+        with self._conversations_lock:
+            if self._conversations is not None:
+                self._conversations.close()
+
+
+def _training_screen():
+    from .training import TrainingScreen
+
+    return TrainingScreen()
+
+
+def _checkpoints_screen():
+    from .checkpoints import CheckpointsScreen
+
+    return CheckpointsScreen()
 
 
 def run_app(checkpoint: str | None = None) -> int:
     """Run the app; returns the exit code."""
     app = MiniGPTApp(checkpoint=checkpoint)
     app.run()
+    if app.force_quit:
+        # The training thread may be inside its save: leave now (saves are atomic, so the
+        # previous checkpoint stays whole) instead of waiting for the thread at exit.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(app.return_code or 0)
     return app.return_code or 0

@@ -42,6 +42,11 @@ class ChatScreen(Screen):
         self.reply_id = 0
         self.stop_event: threading.Event | None = None
         self.reply_model: str | None = None
+        self.reply_conversation: int | None = None  # where the streaming reply belongs
+        self.reply_user_turn: tuple[int, str] | None = None  # (stored message id, text) of its prompt
+        # Replies still streaming for a conversation that left the view (new chat, another
+        # chat opened, deleted): reply id -> (conversation id or None to drop, checkpoint).
+        self.detached: dict[int, tuple[int | None, str | None]] = {}
         self.last_stats: str = ""
 
     # --- layout ---
@@ -74,9 +79,18 @@ class ChatScreen(Screen):
         welcome.display = show_welcome
         if show_welcome:
             self.query_one("#welcome-text", Static).update(Text(WELCOME_NONE.format(steps=app.DEFAULT_STEPS)))
-            if not self.generating:
-                self.call_after_refresh(self.query_one("#train-default", Button).focus)
+        self.focus_input()
         self.update_status()
+
+    def focus_input(self) -> None:
+        """Focus lands where the user types: the chat input (Enter on an empty input trains the
+        default model while there is none).  Never on the first-run button, which hides as soon
+        as a model or a turn appears and would take the next Enter with it."""
+        if self.app.screen is self:
+            self.query_one(ChatInput).focus()
+
+    def on_screen_resume(self) -> None:
+        self.focus_input()
 
     def update_status(self) -> None:
         app = self.app
@@ -118,7 +132,19 @@ class ChatScreen(Screen):
         if self.turns or self.generating:
             self._add(NoteView(text))
 
+    def detach_reply(self, keep: bool = True) -> None:
+        """The conversation leaves the view while a reply streams: stop the reply; when it ends
+        it is saved to its own conversation (``keep``) or dropped, never shown in another one."""
+        if self.reply is None:
+            return
+        if self.stop_event is not None:
+            self.stop_event.set()
+        self.detached[self.reply_id] = (self.reply_conversation if keep else None, self.reply_model)
+        self.reply, self.stop_event, self.reply_user_turn = None, None, None
+        self.refresh_bindings()
+
     def clear_view(self) -> None:
+        self.detach_reply()
         for w in list(self.view.query("TurnView, NoteView")):
             w.remove()
         self.turns = []
@@ -126,8 +152,6 @@ class ChatScreen(Screen):
         self._model_changed()
 
     def load_conversation(self, conversation_id: int) -> None:
-        if self.generating:
-            self.action_stop()
         store = self.app.conversations
         conv = store.get(conversation_id)
         if conv is None:
@@ -147,8 +171,6 @@ class ChatScreen(Screen):
 
     # --- actions ---
     def action_new_chat(self) -> None:
-        if self.generating:
-            self.action_stop()
         self.conversation_id = None
         self.clear_view()
         self.query_one(ChatInput).clear()
@@ -174,9 +196,11 @@ class ChatScreen(Screen):
     def on_chat_input_submitted(self, event: ChatInput.Submitted) -> None:
         event.stop()
         text = event.text
-        if not text.strip():
-            return
         app = self.app
+        if not text.strip():
+            if app.chat_model is None and app.model_status == "none" and not self.turns:
+                app.train_default()
+            return
         if self.generating:
             app.notify("A reply is still streaming: press Esc to stop it first", severity="warning")
             return
@@ -197,7 +221,8 @@ class ChatScreen(Screen):
             self.conversation_id = store.create(one_line(text, 60), app.active_name)
         user = Turn("user", text)
         self.turns.append(user)
-        store.add(self.conversation_id, user)
+        self.reply_user_turn = (store.add(self.conversation_id, user), text)
+        self.reply_conversation = self.conversation_id
         self._add(TurnView("user", text))
         self.reply_id += 1
         self.reply_model = app.active_name
@@ -251,12 +276,17 @@ class ChatScreen(Screen):
     def on_reply_done(self, message: ReplyDone) -> None:
         from engine.events import GenerationFailed
 
+        if message.reply_id in self.detached:
+            self._save_detached(message.reply_id, message.event)
+            return
         if message.reply_id != self.reply_id or self.reply is None:
             return
         event, reply = message.event, self.reply
-        self.reply, self.stop_event = None, None
+        user_turn = self.reply_user_turn
+        self.reply, self.stop_event, self.reply_user_turn = None, None, None
         if isinstance(event, GenerationFailed):
             reply.finish(error=event.error)
+            self._unsend(user_turn)
             self.app.notify(one_line(f"Reply failed: {event.error}", 200), severity="error")
         else:
             stopped = event.stop_reason == "cancelled"
@@ -275,3 +305,31 @@ class ChatScreen(Screen):
             self.last_stats = " \u00b7 ".join(parts)
         self.update_status()
         self.refresh_bindings()
+
+    def _save_detached(self, reply_id: int, event) -> None:
+        from engine.events import GenerationFailed
+
+        conversation_id, model = self.detached.pop(reply_id)
+        store = self.app.conversations
+        if conversation_id is None or isinstance(event, GenerationFailed) or store.get(conversation_id) is None:
+            return
+        stopped = event.stop_reason == "cancelled"
+        store.add(conversation_id, Turn("assistant", event.text, stopped=stopped, checkpoint=model))
+
+    def _unsend(self, user_turn: tuple[int, str] | None) -> None:
+        """A reply failed: its prompt leaves the stored conversation (no two user turns in a row)
+        and goes back into the input, unless the user already typed something new there."""
+        if user_turn is None:
+            return
+        message_id, text = user_turn
+        store = self.app.conversations
+        store.remove_turn(message_id)
+        if self.turns and self.turns[-1].role == "user":
+            self.turns.pop()
+        if self.conversation_id is not None and not store.turns(self.conversation_id):
+            store.delete(self.conversation_id)
+            self.conversation_id = None
+        inp = self.query_one(ChatInput)
+        if not inp.text.strip():
+            inp.load_text(text)
+            inp.move_cursor(inp.document.end)

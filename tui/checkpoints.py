@@ -95,6 +95,8 @@ class CheckpointsScreen(Screen):
         self.hf_models: list[dict] = []
         self.sort_index = 0
         self.sort_reverse = False
+        self.loaded = False  # the first listing has arrived
+        self._reloads = 0  # a newer listing supersedes an older one still on its way
 
     def compose(self) -> ComposeResult:
         yield Static("", id="ckpt-status")
@@ -124,13 +126,29 @@ class CheckpointsScreen(Screen):
 
     # --- data ---
     def reload(self) -> None:
+        """List the store on a worker (it walks every folder and may recover an interrupted
+        save): the UI never waits for the disk."""
+        self._reloads += 1
+        token = self._reloads
+        self.run_worker(lambda: self._list_checkpoints(token), thread=True, group="ckpt-list", exit_on_error=False)
+
+    def _list_checkpoints(self, token: int) -> None:
         from engine.checkpoints import CheckpointStore
 
+        error = None
         try:
-            self.infos = CheckpointStore().list()
+            infos = CheckpointStore().list()
         except OSError as exc:
-            self.app.notify(f"Cannot read the checkpoint folder: {exc.strerror or exc}", severity="error")
-            self.infos = []
+            infos, error = [], f"Cannot read the checkpoint folder: {exc.strerror or exc}"
+        self.app.call_from_thread(self._listed, token, infos, error)
+
+    def _listed(self, token: int, infos: list, error: str | None) -> None:
+        if token != self._reloads:
+            return
+        if error:
+            self.app.notify(error, severity="error")
+        self.infos = infos
+        self.loaded = True
         self._fill()
 
     def _sorted(self) -> list:

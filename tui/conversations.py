@@ -129,10 +129,11 @@ class ConversationStore:
             self.db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
 
     # --- turns ---
-    def add(self, conversation_id: int, turn: Turn) -> None:
+    def add(self, conversation_id: int, turn: Turn) -> int:
+        """Append a turn; returns its message id."""
         now = _now()
         with self.db:
-            self.db.execute(
+            cur = self.db.execute(
                 "INSERT INTO messages (conversation_id, role, content, stopped, checkpoint, created) VALUES (?, ?, ?, ?, ?, ?)",
                 (conversation_id, turn.role, turn.content, int(turn.stopped), turn.checkpoint, now),
             )
@@ -140,6 +141,11 @@ class ConversationStore:
                 "UPDATE conversations SET updated = ?, checkpoint = COALESCE(?, checkpoint) WHERE id = ?",
                 (now, turn.checkpoint, conversation_id),
             )
+        return int(cur.lastrowid)
+
+    def remove_turn(self, message_id: int) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
 
     def turns(self, conversation_id: int) -> list[Turn]:
         rows = self.db.execute(

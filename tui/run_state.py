@@ -1,9 +1,20 @@
-"""What the app knows about the training run it started (read by the training screen)."""
+"""What the app knows about the training run it started: plain state that engine events
+update (``RunState.apply``), read by the training screen.  No Textual here."""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+
+
+def fmt_s(seconds: float | None) -> str:
+    """A duration as people read it: 45s, 3m07s, 1h05m."""
+    if seconds is None:
+        return "-"
+    seconds = int(max(0, seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 @dataclass
@@ -25,6 +36,7 @@ class RunState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     done: threading.Event = field(default_factory=threading.Event)
     stop_requested: bool = False
+    worker_started: bool = False  # the worker thread is running (it sets ``done`` when it ends)
 
     @property
     def running(self) -> bool:
@@ -33,3 +45,53 @@ class RunState:
     def loss_history(self) -> list[float]:
         with self.lock:
             return list(self.losses)
+
+    def apply(self, event) -> str | None:
+        """Take in one engine event; returns the line it adds to the run's log, if any."""
+        from engine import events as ev
+
+        line = None
+        if isinstance(event, ev.TrainStep):
+            self.step = event
+            if self.status == "starting":
+                self.status = "running"
+        elif isinstance(event, ev.Notice):
+            line = f"note: {event.message}"
+        elif isinstance(event, ev.TrainStarted):
+            self.started, self.name = event, event.name
+            if self.status == "starting":
+                self.status = "running"
+            line = (
+                f"training '{event.name}': {event.preset}, {event.params / 1e6:.2f}M params on {event.dataset} "
+                f"({event.train_tokens:,} train / {event.val_tokens:,} val tokens), {event.device}/{event.dtype}, "
+                f"steps {event.start_step}->{event.total_steps}"
+            )
+        elif isinstance(event, ev.TrainEval):
+            self.eval = event
+            self.val_losses.append(event.val_loss)
+            line = f"eval @ {event.step}: val loss {event.val_loss:.4f}, perplexity {event.perplexity:.1f}, bits/byte {event.bits_per_byte:.4f}"
+        elif isinstance(event, ev.TrainSample):
+            self.sample = event
+        elif isinstance(event, ev.CheckpointSaved):
+            self.saved = event
+            line = f"saved '{event.name}' at step {event.step}"
+        elif isinstance(event, ev.TrainPaused):
+            if self.status != "stopping":
+                self.status = "paused"
+            line = f"paused at step {event.step}"
+        elif isinstance(event, ev.TrainResumed):
+            if self.status != "stopping":
+                self.status = "running"
+            line = f"resumed at step {event.step}"
+        elif isinstance(event, ev.TrainFinished):
+            self.status, self.result = "finished", event
+            line = f"finished '{event.name}' at step {event.step} in {fmt_s(event.elapsed_s)}"
+        elif isinstance(event, ev.TrainCancelled):
+            self.status, self.result = "stopped", event
+            line = f"stopped at step {event.step} ({'saved' if event.saved else 'not saved'})"
+        elif isinstance(event, ev.TrainFailed):
+            self.status, self.result, self.error = "failed", event, event.error
+            line = f"failed: {event.error}"
+        if line:
+            self.log.append(line)
+        return line

@@ -12,6 +12,7 @@ from textual.widgets import Button, Footer, Input, Label, Log, ProgressBar, Sele
 from engine.errors import EngineError, UsageError
 from engine.model import PRESETS
 
+from .run_state import fmt_s
 from .safe import literal, one_line, visible
 
 FORM = [
@@ -23,15 +24,6 @@ FORM = [
     ("epochs", "Epochs", "1 (if no steps)"),
     ("lr", "LR", "preset default"),
 ]
-
-
-def fmt_s(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(max(0, seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 def build_config(values: dict[str, str], store=None):
