@@ -1,7 +1,9 @@
 """Snapshots (pytest-textual-snapshot) pin the look of each screen at 80x24.
 
 Deterministic by construction: fixed terminal size, fake checkpoints with fixed metadata and
-sizes, no model loading, a fake model with fixed statistics, no timestamps.
+sizes, no model loading, a fake model with fixed statistics, no timestamps, no blinking cursor,
+nothing that depends on the machine (precision, CPU) or on earlier tests (each test has its own
+data and config dirs; focus never rests on a button whose Enter would start a real run).
 Update after an intended change with: pytest tests/test_tui_snapshots.py --snapshot-update
 """
 
@@ -34,7 +36,12 @@ def fixed_store(fresh_dirs, monkeypatch):
 
 
 async def _settle(pilot) -> None:
+    """Workers done, and no cursor blinking: a blinking cursor is drawn or not depending on
+    the moment of the screenshot (0.5 s phases), which made these snapshots flaky."""
     await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    for widget in pilot.app.screen.query("Input, TextArea"):
+        widget.cursor_blink = False
     await pilot.pause()
     await pilot.pause()
 
