@@ -29,5 +29,9 @@ def settings_file() -> Path:
     return config_dir() / "settings.json"
 
 
+def keymap_file() -> Path:
+    return config_dir() / "keymap.json"
+
+
 def conversations_db() -> Path:
     return data_dir() / "conversations.sqlite3"

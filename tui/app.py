@@ -21,7 +21,7 @@ from textual.reactive import reactive
 from engine.settings import Settings, load_settings, save_settings
 
 from .chat import ChatScreen
-from .commands import ScreensProvider
+from .commands import ChatsProvider, CheckpointsProvider, ScreensProvider
 from .conversations import ConversationStore
 from .messages import CheckpointsChanged, ConversationDeleted, ModelFailed, ModelReady, TrainEventMessage, TrainProgress
 from .run_state import RunState
@@ -43,7 +43,7 @@ class MiniGPTApp(App[int]):
     # The chat is the first screen; the others are imported when first shown (start-up time).
     MODES = {"chat": ChatScreen, "training": lambda: _training_screen(), "checkpoints": lambda: _checkpoints_screen()}
     DEFAULT_MODE = "chat"
-    COMMANDS = App.COMMANDS | {ScreensProvider}
+    COMMANDS = App.COMMANDS | {ScreensProvider, CheckpointsProvider, ChatsProvider}
     BINDINGS = [
         # Priority: the F keys work from any widget (TextArea binds F6/F7 to selections).
         Binding("f1", "switch_mode('chat')", "Chat", id="app.chat", priority=True),
@@ -94,24 +94,23 @@ class MiniGPTApp(App[int]):
     # --- start-up ---
     @property
     def conversations(self) -> ConversationStore:
-        """The conversation database; opened on a worker after the first frame (the open runs
-        an integrity check), or here if it is needed before that worker got to it."""
-        store, fresh = self._open_conversations()
-        if fresh and store.warning:
-            self.notify(store.warning, severity="warning", timeout=15)
+        """The conversation database (any thread); opened on a worker after the first frame
+        (the open runs an integrity check), or by whoever needs it first."""
+        warning = None
+        with self._conversations_lock:
+            if self._conversations is None:
+                self._conversations = ConversationStore(self._conversations_path)
+                warning = self._conversations.warning
+            store = self._conversations
+        if warning:  # (outside the lock: the UI thread may be waiting for it)
+            if threading.get_ident() == self._thread_id:
+                self.notify(warning, severity="warning", timeout=15)
+            else:
+                self.call_from_thread(self.notify, warning, severity="warning", timeout=15)
         return store
 
-    def _open_conversations(self) -> tuple[ConversationStore, bool]:
-        with self._conversations_lock:
-            if self._conversations is not None:
-                return self._conversations, False
-            self._conversations = ConversationStore(self._conversations_path)
-            return self._conversations, True
-
     def _open_conversations_in_background(self) -> None:
-        store, fresh = self._open_conversations()
-        if fresh and store.warning:
-            self.call_from_thread(self.notify, store.warning, severity="warning", timeout=15)
+        self.conversations
 
     def on_mount(self) -> None:
         for message in self._notices:
@@ -129,11 +128,29 @@ class MiniGPTApp(App[int]):
             if os.environ.get(EXIT_AFTER_FIRST_FRAME_ENV) == "1":
                 self.exit(0)
                 return
+        self.apply_user_keymap()
         self.run_worker(self._open_conversations_in_background, thread=True, group="conversations", exit_on_error=False)
         if self.autoload:
             self.run_worker(self._pick_startup_model, thread=True, group="startup", exit_on_error=False)
         else:
             self.model_status = "none"
+
+    def apply_user_keymap(self) -> None:
+        """keymap.json in the config dir (binding id -> keys), checked against the app's ids."""
+        from engine.paths import keymap_file
+
+        from .chat_widgets import ChatInput
+        from .checkpoints import CheckpointsScreen
+        from .conversations_screen import ConversationsScreen
+        from .keymap import binding_ids, load_keymap
+        from .training import TrainingScreen
+
+        known = binding_ids(type(self), ChatScreen, ChatInput, TrainingScreen, CheckpointsScreen, ConversationsScreen)
+        keymap, problems = load_keymap(keymap_file(), known)
+        for problem in problems:
+            self.notify(one_line(problem, 200), severity="warning", timeout=10)
+        if keymap:
+            self.set_keymap(keymap)
 
     def _pick_startup_model(self) -> None:
         """Which checkpoint to open: --checkpoint, else the last active one, else the newest."""
@@ -442,10 +459,17 @@ class MiniGPTApp(App[int]):
 
         def done(conversation_id) -> None:
             if conversation_id is not None:
-                self.switch_mode("chat")
-                self.call_after_refresh(lambda: self.views["chat"].load_conversation(conversation_id))
+                self.open_conversation(conversation_id)
 
         self.push_screen(ConversationsScreen(self.conversations, chat.conversation_id if chat else None), done)
+
+    def open_conversation(self, conversation_id: int) -> None:
+        self.switch_mode("chat")
+        self.call_after_refresh(lambda: self.views["chat"].load_conversation(conversation_id))
+
+    def use_checkpoint(self, name: str) -> None:
+        self.activate_checkpoint(name)
+        self.switch_mode("chat")
 
     def on_conversation_deleted(self, message: ConversationDeleted) -> None:
         chat = self.views.get("chat")
@@ -455,6 +479,11 @@ class MiniGPTApp(App[int]):
     def action_new_chat(self) -> None:
         self.switch_mode("chat")
         self.call_after_refresh(lambda: self.views["chat"].action_new_chat())
+
+    def action_chat_action(self, action: str) -> None:
+        """A chat action from anywhere (the palette): in the chat screen."""
+        self.switch_mode("chat")
+        self.call_after_refresh(lambda: self.views["chat"].run_action(action))
 
     def action_train_default(self) -> None:
         self.train_default()

@@ -32,6 +32,10 @@ class ChatScreen(Screen):
         Binding("escape", "stop", "Stop reply", id="chat.stop"),
         Binding("ctrl+n", "new_chat", "New chat", id="chat.new"),
         Binding("ctrl+t", "train_default", "Train default", id="chat.train_default", show=False),
+        # (the input's TextArea keeps its own keys: Ctrl+E end of line, Ctrl+Y redo, ...)
+        Binding("ctrl+o", "copy_reply", "Copy reply", id="chat.copy"),
+        Binding("ctrl+r", "regenerate", "Regenerate", id="chat.regenerate"),
+        Binding("ctrl+g", "edit_last", "Edit last", id="chat.edit"),
     ]
 
     def __init__(self):
@@ -43,7 +47,8 @@ class ChatScreen(Screen):
         self.stop_event: threading.Event | None = None
         self.reply_model: str | None = None
         self.reply_conversation: int | None = None  # where the streaming reply belongs
-        self.reply_user_turn: tuple[int, str] | None = None  # (stored message id, text) of its prompt
+        self.reply_user_turn: Turn | None = None  # the turn the streaming reply answers
+        self.context: tuple[int, int, int] | None = None  # prompt tokens, window, tokens cut
         # Replies still streaming for a conversation that left the view (new chat, another
         # chat opened, deleted): reply id -> (conversation id or None to drop, checkpoint).
         self.detached: dict[int, tuple[int | None, str | None]] = {}
@@ -114,6 +119,12 @@ class ChatScreen(Screen):
         if app.run_state.running:
             text.append("  \u2502  training ", style="dim")
             text.append(one_line(app.run_state.name or "", 24), style="dim")
+        if self.context is not None:
+            used, window, cut = self.context
+            text.append("  \u2502  context ", style="dim")
+            text.append(f"{used}/{window}", style="yellow" if cut else "")
+            if cut:
+                text.append(f" (\u2702 {cut} cut)", style="yellow")
         if self.last_stats:
             text.append("  \u2502  ")
             text.append(self.last_stats)
@@ -132,14 +143,14 @@ class ChatScreen(Screen):
         if self.turns or self.generating:
             self._add(NoteView(text))
 
-    def detach_reply(self, keep: bool = True) -> None:
+    def detach_reply(self) -> None:
         """The conversation leaves the view while a reply streams: stop the reply; when it ends
-        it is saved to its own conversation (``keep``) or dropped, never shown in another one."""
+        it is saved to its own conversation (dropped if that was deleted), never shown in another."""
         if self.reply is None:
             return
         if self.stop_event is not None:
             self.stop_event.set()
-        self.detached[self.reply_id] = (self.reply_conversation if keep else None, self.reply_model)
+        self.detached[self.reply_id] = (self.reply_conversation, self.reply_model)
         self.reply, self.stop_event, self.reply_user_turn = None, None, None
         self.refresh_bindings()
 
@@ -149,6 +160,7 @@ class ChatScreen(Screen):
             w.remove()
         self.turns = []
         self.last_stats = ""
+        self.context = None
         self._model_changed()
 
     def load_conversation(self, conversation_id: int) -> None:
@@ -168,6 +180,26 @@ class ChatScreen(Screen):
         )
         self.view.anchor()
         self.app.notify(f"Opened {one_line(conv.title, 40)!r}")
+        self._restore_checkpoint(conv.checkpoint)
+
+    def _restore_checkpoint(self, name: str | None) -> None:
+        """A saved chat goes on with the checkpoint it was held with, when that still exists."""
+        app = self.app
+        if not name or (app.active_kind == "checkpoint" and app.active_name == name):
+            return
+        from engine.checkpoints import CheckpointStore
+        from engine.errors import EngineError
+
+        try:
+            there = CheckpointStore().path(name).is_dir()  # one stat: no store walk on the UI thread
+        except EngineError:
+            there = False
+        if there:
+            app.activate_checkpoint(name)
+            self.add_note(f"this chat was held with {name}: switching to it")
+        else:
+            current = f"; going on with {app.active_name}" if app.active_name else ""
+            self.add_note(f"this chat was held with {name}, which is gone{current}")
 
     # --- actions ---
     def action_new_chat(self) -> None:
@@ -201,9 +233,26 @@ class ChatScreen(Screen):
             if app.chat_model is None and app.model_status == "none" and not self.turns:
                 app.train_default()
             return
+        if not self._can_reply():
+            return
+        inp = self.query_one(ChatInput)
+        inp.remember(text)
+        inp.clear()
+        store = app.conversations
+        if self.conversation_id is None:
+            self.conversation_id = store.create(one_line(text, 60), app.active_name)
+        user = Turn("user", text)
+        user.id = store.add(self.conversation_id, user)
+        self.turns.append(user)
+        self._add(TurnView("user", text))
+        self._start_reply(user)
+
+    def _can_reply(self) -> bool:
+        """A reply can start now; else say why (nothing typed is cleared)."""
+        app = self.app
         if self.generating:
             app.notify("A reply is still streaming: press Esc to stop it first", severity="warning")
-            return
+            return False
         if app.chat_model is None:
             if app.model_status == "loading":
                 app.notify("The model is still loading\u2026", severity="warning")
@@ -211,19 +260,15 @@ class ChatScreen(Screen):
                 app.notify("No model yet: press Ctrl+T to train one, or F3 to pick one", severity="warning")
             else:
                 app.notify("No model is loaded: pick one with F3", severity="warning")
-            return
-        inp = self.query_one(ChatInput)
-        inp.remember(text)
-        inp.clear()
+            return False
+        return True
+
+    def _start_reply(self, prompt_turn: Turn) -> None:
+        """Stream the model's answer to the conversation so far (its last turn is ``prompt_turn``)."""
+        app = self.app
         chat = app.chat_model
-        store = app.conversations
-        if self.conversation_id is None:
-            self.conversation_id = store.create(one_line(text, 60), app.active_name)
-        user = Turn("user", text)
-        self.turns.append(user)
-        self.reply_user_turn = (store.add(self.conversation_id, user), text)
+        self.reply_user_turn = prompt_turn
         self.reply_conversation = self.conversation_id
-        self._add(TurnView("user", text))
         self.reply_id += 1
         self.reply_model = app.active_name
         self.reply = TurnView("assistant", "", who=self.reply_model or "Model")
@@ -241,6 +286,62 @@ class ChatScreen(Screen):
             name="generate",
             exit_on_error=False,
         )
+
+    # --- copy, regenerate, edit ---
+    def _last_reply(self) -> Turn | None:
+        return self.turns[-1] if self.turns and self.turns[-1].role == "assistant" else None
+
+    def action_copy_reply(self) -> None:
+        turn = self._last_reply()
+        if turn is None or not turn.content:
+            self.app.notify("No reply to copy yet", severity="warning")
+            return
+        self.app.copy_to_clipboard(turn.content)  # OSC 52: works over SSH too
+        self.app.notify(f"Copied the last reply ({len(turn.content):,} characters)", timeout=2)
+
+    def _drop_last_turns(self, n: int) -> None:
+        """Remove the last ``n`` turns from the view and the stored conversation."""
+        store = self.app.conversations
+        views = list(self.view.query(TurnView))
+        for _ in range(n):
+            turn = self.turns.pop()
+            if turn.id is not None:
+                store.remove_turn(turn.id)
+            if views:
+                views.pop().remove()
+
+    def action_regenerate(self) -> None:
+        if self._last_reply() is None or len(self.turns) < 2:
+            self.app.notify("No reply to regenerate yet", severity="warning")
+            return
+        if not self._can_reply():
+            return
+        self._drop_last_turns(1)
+        self._start_reply(self.turns[-1])
+
+    def action_edit_last(self) -> None:
+        """Take the last message back into the input (with its reply, if any) to edit and resend."""
+        if self.generating:
+            self.app.notify("A reply is still streaming: press Esc to stop it first", severity="warning")
+            return
+        last_user = max((i for i, t in enumerate(self.turns) if t.role == "user"), default=None)
+        if last_user is None:
+            self.app.notify("No message to edit yet", severity="warning")
+            return
+        text = self.turns[last_user].content
+        self._drop_last_turns(len(self.turns) - last_user)
+        self._forget_if_empty()
+        inp = self.query_one(ChatInput)
+        inp.load_text(text)
+        inp.move_cursor(inp.document.end)
+        inp.focus()
+
+    def _forget_if_empty(self) -> None:
+        """A conversation whose every turn was taken back is not kept as an empty chat."""
+        store = self.app.conversations
+        if self.conversation_id is not None and not store.turns(self.conversation_id):
+            store.delete(self.conversation_id)
+            self.conversation_id = None
 
     # --- the worker (only posts messages) ---
     def _generate(self, chat, messages, sampling, stop, reply_id) -> None:
@@ -265,9 +366,15 @@ class ChatScreen(Screen):
 
     # --- messages from the worker ---
     def on_reply_started(self, message: ReplyStarted) -> None:
-        if message.reply_id == self.reply_id and message.event.truncated_tokens and self.reply is not None:
-            note = NoteView(f"(the oldest {message.event.truncated_tokens} tokens of the chat no longer fit the model's window)")
+        if message.reply_id != self.reply_id or self.reply is None:
+            return
+        event = message.event
+        window = getattr(self.app.chat_model, "n_positions", None) or event.prompt_tokens + event.max_new_tokens
+        self.context = (event.prompt_tokens, window, event.truncated_tokens)
+        if event.truncated_tokens:
+            note = NoteView(f"(the oldest {event.truncated_tokens} tokens of the chat no longer fit the model's window)")
             self.view.mount(note, before=self.reply)
+        self.update_status()
 
     def on_reply_progress(self, message: ReplyProgress) -> None:
         if message.reply_id == self.reply_id and self.reply is not None:
@@ -294,7 +401,7 @@ class ChatScreen(Screen):
             turn = Turn("assistant", event.text, stopped=stopped, checkpoint=self.reply_model)
             self.turns.append(turn)
             if self.conversation_id is not None:
-                self.app.conversations.add(self.conversation_id, turn)
+                turn.id = self.app.conversations.add(self.conversation_id, turn)
             parts = [f"{event.new_tokens} tokens"]
             if event.tokens_per_s:
                 parts.append(f"{event.tokens_per_s:.1f} tok/s")
@@ -316,20 +423,16 @@ class ChatScreen(Screen):
         stopped = event.stop_reason == "cancelled"
         store.add(conversation_id, Turn("assistant", event.text, stopped=stopped, checkpoint=model))
 
-    def _unsend(self, user_turn: tuple[int, str] | None) -> None:
+    def _unsend(self, user_turn: Turn | None) -> None:
         """A reply failed: its prompt leaves the stored conversation (no two user turns in a row)
         and goes back into the input, unless the user already typed something new there."""
-        if user_turn is None:
+        if user_turn is None or not self.turns or self.turns[-1] is not user_turn:
             return
-        message_id, text = user_turn
-        store = self.app.conversations
-        store.remove_turn(message_id)
-        if self.turns and self.turns[-1].role == "user":
-            self.turns.pop()
-        if self.conversation_id is not None and not store.turns(self.conversation_id):
-            store.delete(self.conversation_id)
-            self.conversation_id = None
+        self.turns.pop()
+        if user_turn.id is not None:
+            self.app.conversations.remove_turn(user_turn.id)
+        self._forget_if_empty()
         inp = self.query_one(ChatInput)
         if not inp.text.strip():
-            inp.load_text(text)
+            inp.load_text(user_turn.content)
             inp.move_cursor(inp.document.end)

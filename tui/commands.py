@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
@@ -13,6 +14,9 @@ COMMANDS = [
     ("Sampling settings", "Temperature, top-k, top-p, max new tokens, repetition penalty, seed (F4)", "sampling"),
     ("Conversations", "Saved conversations: open, rename, delete, export (F5)", "conversations"),
     ("New chat", "Start a new conversation (Ctrl+N)", "new_chat"),
+    ("Copy the last reply", "To the clipboard (Ctrl+O)", "chat_action('copy_reply')"),
+    ("Regenerate the last reply", "Ask the model again (Ctrl+R in the chat)", "chat_action('regenerate')"),
+    ("Edit the last message", "Take it back into the input to edit and resend (Ctrl+G)", "chat_action('edit_last')"),
     ("Train the default model", "Start the first-run training (Ctrl+T)", "train_default"),
     ("Toggle light/dark theme", "Switch between the light and dark theme (F7)", "toggle_theme"),
     ("Help", "Keys and file locations (F6)", "help"),
@@ -35,3 +39,54 @@ class ScreensProvider(Provider):
             score = matcher.match(name)
             if score > 0:
                 yield Hit(score, matcher.highlight(name), partial(self._run, action), help=help_text)
+
+
+class _ListProvider(Provider):
+    """Entries read from disk when the palette opens (on a thread: never on the UI's time)."""
+
+    verb = ""
+
+    async def startup(self) -> None:
+        try:
+            self.entries = await asyncio.to_thread(self.load)
+        except Exception:  # a damaged store must not break the palette
+            self.entries = []
+
+    def load(self) -> list[tuple[str, str, object]]:  # (label, help, callback)
+        raise NotImplementedError
+
+    async def discover(self) -> Hits:
+        for label, help_text, callback in self.entries:
+            yield DiscoveryHit(label, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for label, help_text, callback in self.entries:
+            score = matcher.match(label)
+            if score > 0:
+                yield Hit(score, matcher.highlight(label), callback, help=help_text)
+
+
+class CheckpointsProvider(_ListProvider):
+    """"Use NAME": make a saved checkpoint the chat's model."""
+
+    def load(self):
+        from engine.checkpoints import CheckpointStore
+
+        entries = []
+        for info in CheckpointStore().list():
+            if info.ok:
+                meta = info.meta
+                what = ", ".join(str(x) for x in (meta.get("preset"), meta.get("dataset")) if x)
+                entries.append((f"Use {info.name}", f"Chat with checkpoint {info.name}" + (f" ({what})" if what else ""), partial(self.app.use_checkpoint, info.name)))
+        return entries
+
+
+class ChatsProvider(_ListProvider):
+    """"Open TITLE": a saved conversation."""
+
+    def load(self):
+        return [
+            (f"Open {conv.title}", f"Saved chat, {conv.messages} messages, {conv.updated[:16].replace('T', ' ')}", partial(self.app.open_conversation, conv.id))
+            for conv in self.app.conversations.list()[:200]
+        ]

@@ -49,6 +49,7 @@ class Turn:
     content: str
     stopped: bool = False
     checkpoint: str | None = None
+    id: int | None = None  # the stored message's id, once stored
 
 
 class ConversationStore:
@@ -149,10 +150,10 @@ class ConversationStore:
 
     def turns(self, conversation_id: int) -> list[Turn]:
         rows = self.db.execute(
-            "SELECT role, content, stopped, checkpoint FROM messages WHERE conversation_id = ? ORDER BY id",
+            "SELECT role, content, stopped, checkpoint, id FROM messages WHERE conversation_id = ? ORDER BY id",
             (conversation_id,),
         ).fetchall()
-        return [Turn(role, content, bool(stopped), checkpoint) for role, content, stopped, checkpoint in rows]
+        return [Turn(role, content, bool(stopped), checkpoint, id_) for role, content, stopped, checkpoint, id_ in rows]
 
     # --- export ---
     def to_markdown(self, conversation_id: int) -> str:

@@ -25,6 +25,9 @@ KEYS = [
     ("Up / Down", "previous / next sent message (on the first / last line)"),
     ("Esc", "stop the reply (the partial reply is kept, marked stopped)"),
     ("Ctrl+N", "new chat"),
+    ("Ctrl+O", "copy the last reply (works over SSH too)"),
+    ("Ctrl+R", "regenerate the last reply"),
+    ("Ctrl+G", "edit the last message (it and its reply go back to the input)"),
     ("Ctrl+T", "train the default model (first run)"),
     ("Training", ""),
     ("Ctrl+R", "start the run in the form"),
@@ -67,6 +70,7 @@ class HelpScreen(ModalScreen[None]):
                         f"checkpoints    {paths.checkpoints_dir()}\n",
                         f"conversations  {paths.conversations_db()}\n",
                         f"settings       {paths.settings_file()}\n",
+                        f"keymap         {paths.keymap_file()}  (binding id -> keys, e.g. {{\"chat.copy\": \"ctrl+k\"}})\n",
                     ),
                     id="help-files",
                 )

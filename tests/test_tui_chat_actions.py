@@ -1,0 +1,151 @@
+"""What chat users expect: copy a reply, regenerate it, edit and resend the last message, a
+context meter, a saved chat that brings its checkpoint back, palette entries, a keymap file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from test_tui_support import FakeChat, anyio_backend, ckpt_home, copy_checkpoint, plain, wait_until  # noqa: F401
+from tui.app import MiniGPTApp
+from tui.chat_widgets import ChatInput, TurnView
+
+pytestmark = pytest.mark.anyio
+
+
+def _turns(app) -> list[TurnView]:
+    return list(app.views["chat"].query(TurnView))
+
+
+async def _send(pilot, text: str) -> None:
+    await pilot.press(*text)
+    await pilot.press("enter")
+    chat = pilot.app.views["chat"]
+    await wait_until(pilot, lambda: chat.reply is None and _turns(pilot.app) and _turns(pilot.app)[-1].role == "assistant", 60, "the reply")
+
+
+async def _fake_ready(pilot, app, chat) -> None:
+    await wait_until(pilot, lambda: app.model_status == "none", 10, "start-up")
+    app.chat_model, app.active_name, app.model_status = chat, "fake", "ready"
+    await pilot.pause()
+
+
+async def test_copy_regenerate_and_edit(fresh_dirs):
+    app = MiniGPTApp(autoload=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _fake_ready(pilot, app, FakeChat(["first ", "answer"]))
+        chat = app.views["chat"]
+        store = app.conversations
+        await pilot.press("ctrl+o")  # nothing to copy yet: said, nothing copied
+        assert app.clipboard == ""
+        await _send(pilot, "question")
+        await pilot.press("ctrl+o")
+        assert app.clipboard == "first answer"
+        # regenerate: the last reply is replaced, in the view and in the stored chat
+        app.chat_model = FakeChat(["second ", "answer"])
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: chat.reply is None and _turns(app)[-1].text == "second answer", 10, "the new reply")
+        assert [(t.role, t.text) for t in _turns(app)] == [("user", "question"), ("assistant", "second answer")]
+        stored = store.turns(chat.conversation_id)
+        assert [(t.role, t.content) for t in stored] == [("user", "question"), ("assistant", "second answer")]
+        # edit the last message: it goes back to the input with its reply taken away
+        await pilot.press("ctrl+g")
+        await pilot.pause()
+        inp = chat.query_one(ChatInput)
+        assert inp.text == "question" and app.focused is inp
+        assert _turns(app) == [] and chat.turns == []
+        assert chat.conversation_id is None and store.list() == []  # nothing left: no empty chat kept
+        await pilot.press("end", *" again")
+        app.chat_model = FakeChat(["third"])
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: chat.reply is None and len(_turns(app)) == 2, 10, "the reply")
+        assert [t.content for t in store.turns(chat.conversation_id)] == ["question again", "third"]
+
+
+async def test_context_meter_shows_the_window_and_what_was_cut(ckpt_home, tiny_checkpoint):
+    app = MiniGPTApp()
+    async with app.run_test(size=(140, 30)) as pilot:
+        await wait_until(pilot, lambda: app.model_status == "ready", 120, "the model")
+        from engine.settings import Sampling, Settings
+
+        app.settings = Settings(sampling=Sampling(max_new_tokens=4, seed=1))
+        window = app.chat_model.n_positions
+        await _send(pilot, "And God said")
+        status = plain(app.views["chat"].query_one("#chat-status"))
+        used = len(app.chat_model.encode("And God said"))
+        assert f"context {used}/{window}" in status and "cut" not in status
+        await _send(pilot, " ".join(["light"] * (window * 2)))
+        status = plain(app.views["chat"].query_one("#chat-status"))
+        assert f"/{window}" in status and "cut" in status
+
+
+async def test_opening_a_saved_chat_brings_back_its_checkpoint(ckpt_home, tiny_checkpoint):
+    copy_checkpoint(ckpt_home, tiny_checkpoint, "second-model")
+    app = MiniGPTApp(checkpoint=tiny_checkpoint)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await wait_until(pilot, lambda: app.model_status == "ready", 120, "the model")
+        from engine.settings import Sampling, Settings
+
+        app.settings = Settings(sampling=Sampling(max_new_tokens=3, seed=1))
+        await _send(pilot, "In the beginning")
+        first = app.views["chat"].conversation_id
+        await pilot.press("ctrl+n")
+        app.use_checkpoint("second-model")
+        await wait_until(pilot, lambda: app.model_status == "ready" and app.active_name == "second-model", 120, "the switch")
+        app.open_conversation(first)
+        await wait_until(pilot, lambda: app.active_name == tiny_checkpoint, 10, "the chat's checkpoint")
+        await wait_until(pilot, lambda: app.model_status == "ready", 120, "it to load")
+        # a chat held with a checkpoint that is gone says so and keeps the current model
+        await pilot.press("ctrl+n")
+        app.use_checkpoint("second-model")
+        await wait_until(pilot, lambda: app.model_status == "ready" and app.active_name == "second-model", 120, "the switch")
+        ckpt_home.delete(tiny_checkpoint)
+        app.open_conversation(first)
+        await wait_until(pilot, lambda: app.views["chat"].conversation_id == first, 10, "the chat")
+        assert app.active_name == "second-model"
+        notes = " ".join(plain(n) for n in app.views["chat"].query("NoteView"))
+        assert "which is gone" in notes and "second-model" in notes
+
+
+async def test_palette_lists_checkpoints_and_saved_chats(ckpt_home, tiny_checkpoint):
+    copy_checkpoint(ckpt_home, tiny_checkpoint, "palette-model")
+    app = MiniGPTApp(autoload=False)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _fake_ready(pilot, app, FakeChat(["hi"]))
+        await _send(pilot, "a chat about lions")
+        await pilot.press("ctrl+n")
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"use palette")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.active_name == "palette-model", 10, "Use palette-model")
+        await wait_until(pilot, lambda: app.model_status in ("ready", "failed"), 120, "the load")
+        assert app.model_status == "ready"
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"open a chat about lions")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        chat = app.views["chat"]
+        await wait_until(pilot, lambda: chat.conversation_id is not None, 10, "Open the chat")
+        assert [t.text for t in _turns(app)][0] == "a chat about lions"
+
+
+async def test_keymap_file_rebinds_keys_and_reports_bad_entries(fresh_dirs):
+    from engine.paths import keymap_file
+
+    path = keymap_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"chat.new": "ctrl+l", "no.such": "ctrl+x", "chat.copy": 5}))
+    app = MiniGPTApp(autoload=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _fake_ready(pilot, app, FakeChat(["ok"]))
+        await _send(pilot, "hello")
+        chat = app.views["chat"]
+        assert chat.conversation_id is not None
+        await pilot.press("ctrl+l")  # the user's key for a new chat
+        await wait_until(pilot, lambda: chat.conversation_id is None and not _turns(app), 5, "a new chat")
+        messages = " ".join(str(n.message) for n in app._notifications)
+        assert "no.such" in messages and "chat.copy" in messages
