@@ -107,7 +107,7 @@ async def test_markup_and_escapes_shown_literally(fresh_dirs):
         assert not any("bold" in str(span.style) or "link" in str(span.style) for span in getattr(rendered, "spans", [])[1:])
         # the conversation list shows the title literally too (a DataTable parses str cells as markup)
         await pilot.press("f5")
-        await pilot.pause()
+        await wait_until(pilot, lambda: getattr(app.screen, "loaded", None) is not None, 10, "the saved chats")
         from textual.widgets import DataTable
 
         title = app.screen.query_one(DataTable).get_row_at(0)[0]
@@ -155,7 +155,7 @@ async def test_new_chat_reopen_and_export(fresh_dirs):
         await pilot.pause()
         assert _turns(app) == [] and app.views["chat"].conversation_id is None
         await pilot.press("f5")
-        await pilot.pause()
+        await wait_until(pilot, lambda: getattr(app.screen, "loaded", None) is not None, 10, "the saved chats")
         from textual.widgets import DataTable
 
         table = app.screen.query_one(DataTable)
@@ -194,7 +194,7 @@ async def test_new_chat_reopen_and_export(fresh_dirs):
         assert _turns(app)[0].text == "first question"
         # delete with confirmation
         await pilot.press("f5")
-        await pilot.pause()
+        await wait_until(pilot, lambda: getattr(app.screen, "loaded", None) is not None, 10, "the saved chats")
         await pilot.press("d")
         await pilot.pause()
         await pilot.press("y")

@@ -149,3 +149,63 @@ async def test_keymap_file_rebinds_keys_and_reports_bad_entries(fresh_dirs):
         await wait_until(pilot, lambda: chat.conversation_id is None and not _turns(app), 5, "a new chat")
         messages = " ".join(str(n.message) for n in app._notifications)
         assert "no.such" in messages and "chat.copy" in messages
+
+
+def test_full_text_search_in_the_same_database(tmp_path):
+    """FTS5 over every message, in the conversation file itself; words are never FTS syntax;
+    a database from before search is indexed when opened."""
+    import sqlite3
+
+    from tui.conversations import ConversationStore, Turn, fts_query
+
+    path = tmp_path / "c.sqlite3"
+    old = sqlite3.connect(path)  # an existing database without the search index
+    from tui.conversations import SCHEMA
+
+    old.executescript(SCHEMA)
+    old.execute("INSERT INTO conversations (title, checkpoint, created, updated) VALUES ('old one', NULL, 'x', 'x')")
+    old.execute("INSERT INTO messages (conversation_id, role, content, created) VALUES (1, 'user', 'the zebra crossing', 'x')")
+    old.commit()
+    old.close()
+    store = ConversationStore(path)
+    assert [c.title for c in store.search("zebra")] == ["old one"]
+    lions = store.create("about lions", None)
+    store.add(lions, Turn("user", "Tell me about lions in Kenya"))
+    store.add(lions, Turn("assistant", "Lions live in prides."))
+    quotes = store.create("odd", None)
+    store.add(quotes, Turn("user", 'He said "AND" OR NOT (this) near* -x'))
+    found = store.search("lion kenya")  # every word, as a word or its start
+    assert [c.id for c in found] == [lions] and "\u00bbKenya\u00ab" in found[0].snippet
+    assert [c.id for c in store.search('"AND" OR NOT (this')] == [quotes]  # literal, no syntax error
+    assert store.search("prides")[0].messages == 2
+    assert [c.id for c in store.search("about lions")] == [lions]  # matches the title too
+    assert store.search("giraffe") == []
+    message = store.turns(lions)[1].id
+    store.remove_turn(message)  # the index follows deletes
+    assert store.search("prides") == []
+    store.delete(lions)
+    assert store.search("kenya") == []
+    assert fts_query('a "b') == '"a"* """b"*'
+
+
+async def test_search_box_in_saved_chats(fresh_dirs):
+    from textual.widgets import DataTable
+
+    app = MiniGPTApp(autoload=False)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _fake_ready(pilot, app, FakeChat(["noted"]))
+        for text in ("first about apples", "second about pears"):
+            await _send(pilot, text)
+            await pilot.press("ctrl+n")
+        await pilot.press("f5")
+        screen = app.screen
+        await wait_until(pilot, lambda: getattr(screen, "loaded", None) == "", 10, "the list")
+        table = screen.query_one(DataTable)
+        assert table.row_count == 2
+        await pilot.press("slash", *"pear")
+        await wait_until(pilot, lambda: screen.loaded == "pear", 10, "the search")
+        assert table.row_count == 1 and table.get_row_at(0)[0].plain == "second about pears"
+        assert "\u00bbpears\u00ab" in table.get_row_at(0)[4].plain
+        await pilot.press("enter", "enter")  # to the results, then open the hit
+        chat = app.views["chat"]
+        await wait_until(pilot, lambda: _turns(app) and _turns(app)[0].text == "second about pears", 10, "the chat")

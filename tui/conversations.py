@@ -28,6 +28,28 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
 """
 
+# Full-text search over every message (SQLite FTS5, an external-content index kept in step with
+# ``messages`` by triggers, in the same file).
+SEARCH_SCHEMA = """
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(content, content='messages', content_rowid='id');
+CREATE TRIGGER IF NOT EXISTS messages_fts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+END;
+CREATE TRIGGER IF NOT EXISTS messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+END;
+CREATE TRIGGER IF NOT EXISTS messages_fts_update AFTER UPDATE OF content ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+    INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+END;
+"""
+
+
+def fts_query(text: str) -> str:
+    """User words -> an FTS5 query: every word must appear, as a word or the start of one
+    ("lion" finds "lions"; search as you type); quotes and operators are taken literally."""
+    return " ".join('"' + w.replace('"', '""') + '"*' for w in text.split())
+
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -41,6 +63,7 @@ class Conversation:
     created: str
     updated: str
     messages: int = 0
+    snippet: str = ""  # a search hit's context
 
 
 @dataclass
@@ -86,6 +109,10 @@ class ConversationStore:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA foreign_keys = ON")
             db.executescript(SCHEMA)
+            had_index = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'messages_fts'").fetchone()
+            db.executescript(SEARCH_SCHEMA)
+            if not had_index:  # a database from before search: index what it holds
+                db.execute("INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')")
             if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("integrity check failed")
             db.commit()
@@ -113,6 +140,31 @@ class ConversationStore:
             "LEFT JOIN messages m ON m.conversation_id = c.id GROUP BY c.id ORDER BY c.updated DESC, c.id DESC"
         ).fetchall()
         return [Conversation(*row) for row in rows]
+
+    def search(self, text: str, limit: int = 200) -> list[Conversation]:
+        """Conversations whose messages (or title) contain every word of ``text``, best first,
+        each with a snippet of its best matching message."""
+        query = fts_query(text)
+        if not query:
+            return self.list()
+        hits = self.db.execute(
+            "SELECT m.conversation_id, snippet(messages_fts, 0, '\u00bb', '\u00ab', '\u2026', 8) "
+            "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+            "WHERE messages_fts MATCH ? ORDER BY bm25(messages_fts) LIMIT 5000",
+            (query,),
+        ).fetchall()
+        by_id = {c.id: c for c in self.list()}
+        found: list[Conversation] = []
+        for conversation_id, snippet in hits:  # best message first: keep each chat's best
+            conv = by_id.pop(conversation_id, None)
+            if conv is not None:
+                conv.snippet = snippet
+                found.append(conv)
+                if len(found) >= limit:
+                    return found
+        words = text.lower().split()
+        found += [c for c in by_id.values() if all(w in c.title.lower() for w in words)]  # titles too
+        return found[:limit]
 
     def get(self, conversation_id: int) -> Conversation | None:
         row = self.db.execute(

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Label, Static
+from textual.widgets import DataTable, Input, Label, Static
 
 from .conversations import ConversationStore
 from .dialogs import ConfirmScreen, PromptScreen
@@ -25,15 +25,18 @@ class ConversationsScreen(ModalScreen[int | None]):
         Binding("r", "rename", "Rename", id="conv.rename"),
         Binding("d,delete", "delete", "Delete", id="conv.delete"),
         Binding("e", "export", "Export", id="conv.export"),
+        Binding("slash", "search", "Search", id="conv.search"),
     ]
 
     def __init__(self, store: ConversationStore, current: int | None = None):
         super().__init__(classes="dialog-screen")
         self.store, self.current = store, current
+        self.loaded: str | None = None  # the search text of the rows shown (None: not read yet)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide", id="conversations-dialog"):
-            yield Label("Conversations  (Enter open \u00b7 r rename \u00b7 d delete \u00b7 e export)", classes="dialog-title")
+            yield Label("Conversations  (Enter open \u00b7 r rename \u00b7 d delete \u00b7 e export \u00b7 / search)", classes="dialog-title")
+            yield Input(placeholder="search every message (/)", id="conversations-search", compact=True)
             yield DataTable(id="conversations-table", cursor_type="row", zebra_stripes=True)
             yield Static("", id="conversations-note")
 
@@ -43,17 +46,41 @@ class ConversationsScreen(ModalScreen[int | None]):
         table.add_column("checkpoint", key="checkpoint")
         table.add_column("turns", key="turns")
         table.add_column("updated", key="updated")
+        table.add_column("match", key="match")
         self.reload()
         table.focus()
 
     def reload(self) -> None:
+        """List (or search) on a worker: the database is never read on the UI's time."""
+        text = self.query_one("#conversations-search", Input).value
+        self.run_worker(lambda: self._read(text), thread=True, group="conversations", exclusive=True, exit_on_error=False)
+
+    def _read(self, text: str) -> None:
+        convs = self.store.search(text) if text.strip() else self.store.list()
+        self.app.call_from_thread(self._show, text, convs)
+
+    def _show(self, text: str, convs) -> None:
+        if text != self.query_one("#conversations-search", Input).value:
+            return  # typed on since: a newer search is on its way
         table = self.query_one(DataTable)
         table.clear()
-        convs = self.store.list()
         for c in convs:
-            cells = (one_line(c.title, 40), one_line(c.checkpoint or "-", 24), str(c.messages), c.updated[:16].replace("T", " "))
+            cells = (one_line(c.title, 40), one_line(c.checkpoint or "-", 24), str(c.messages), c.updated[:16].replace("T", " "), one_line(c.snippet, 60))
             table.add_row(*(Text(cell) for cell in cells), key=str(c.id))  # Text: never markup
-        self.query_one("#conversations-note", Static).update("" if convs else "No saved conversations yet.")
+        note = "No saved conversations yet." if not convs and not text.strip() else f"Nothing matches {text.strip()!r}." if not convs else ""
+        self.query_one("#conversations-note", Static).update(Text(note))
+        self.loaded = text
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self.reload()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.query_one(DataTable).focus()
+
+    def action_search(self) -> None:
+        self.query_one("#conversations-search", Input).focus()
 
     def _selected(self) -> int | None:
         table = self.query_one(DataTable)
