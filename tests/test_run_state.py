@@ -13,9 +13,13 @@ def test_a_run_seen_through_its_events():
     assert state.status == "running" and state.name == "r1" and state.started is started
     step = ev.TrainStep(3, 10, 4.5, 1e-3, 900.0, 1536, 2.0, 5.0, 0.2)
     assert state.apply(step) is None and state.step is step
+    state.record_step(ev.TrainStep(1, 10, 5.0, 1e-3, 900.0, 512, 1.0, 9.0, 0.1))  # (from the worker)
+    state.record_step(step)
     assert state.apply(ev.TrainEval(3, 4.25, 70.1, 2.5)) == "eval @ 3: val loss 4.2500, perplexity 70.1, bits/byte 2.5000"
-    assert state.val_losses == [4.25]
+    assert state.val_losses == [4.25] and state.val_points == [(1536, 4.25)]  # tokens seen at step 3
+    assert state.history() == [(1, 512, 5.0, 1e-3), (3, 1536, 4.5, 1e-3)]
     assert state.apply(ev.TrainSample(3, "And", " God")) is None and state.sample.text == " God"
+    assert state.apply(ev.TrainSample(5, "And", " light")) is None and [s.step for s in state.samples] == [3, 5]
     assert state.apply(ev.TrainPaused(4)) == "paused at step 4" and state.status == "paused"
     assert state.apply(ev.TrainResumed(4)) == "resumed at step 4" and state.status == "running"
     assert state.apply(ev.CheckpointSaved("r1", 5, "/x")) == "saved 'r1' at step 5" and state.saved.step == 5

@@ -108,3 +108,70 @@ def test_snapshot_light_theme_training(fresh_dirs, snap_compare):
         await _settle(pilot)
 
     assert snap_compare(MiniGPTApp(autoload=False), terminal_size=SIZE, run_before=run_before)
+
+
+def _run_events():
+    """A fixed run, as the engine reports one: start, 40 steps, two evaluations with samples."""
+    import math
+
+    from engine import events as ev
+
+    out = [ev.TrainStarted("wiki-seed", "seed", "wikitext (wikitext-2-raw-v1)", "bpe:8192", 2_250_000, "cpu", "fp32", 40, 2048, 2_000_000, 200_000)]
+    for step in range(1, 41):
+        loss = 9.0 * math.exp(-step / 12) + 4.0 + 0.3 * math.sin(step)
+        out.append(ev.TrainStep(step, 40, loss, 1e-3 * min(1.0, step / 8), 4_000.0, step * 2048, step * 0.5, (40 - step) * 0.5, step / 100))
+        if step in (20, 40):
+            out.append(ev.TrainEval(step, loss + 0.2, math.exp(loss + 0.2), 1.9 - step / 100))
+            out.append(ev.TrainSample(step, "The history of", " the city was the first of the new"))
+    return out
+
+
+def test_snapshot_training_live(fresh_dirs, snap_compare):
+    """The live view of a run: chart against tokens seen, learning rate, samples history."""
+    from tui.messages import TrainEventMessage, TrainProgress
+    from tui.run_state import RunState
+
+    async def run_before(pilot):
+        app = pilot.app
+        await wait_until(pilot, lambda: app.model_status == "none", 30, "start-up")
+        await pilot.press("f2")
+        await wait_until(pilot, lambda: app.views.get("training") is not None, 10, "the training screen")
+        app.run_state = RunState(status="starting", name="wiki-seed")
+        for event in _run_events():
+            if type(event).__name__ == "TrainStep":
+                app.run_state.record_step(event)
+                app.post_message(TrainProgress(event))
+            else:
+                app.post_message(TrainEventMessage(event))
+            await pilot.pause()
+        await _settle(pilot)
+
+    assert snap_compare(MiniGPTApp(autoload=False), terminal_size=(100, 30), run_before=run_before)
+
+
+def test_snapshot_saved_chats_search(fresh_dirs, snap_compare):
+    from tui.conversations import ConversationStore, Turn
+
+    def fill(app) -> None:
+        store = ConversationStore()
+        for title, text in (("apples", "I like apples and pears"), ("rivers", "The Thames and the Seine")):
+            cid = store.create(title, "wiki-seed")
+            store.add(cid, Turn("user", text))
+            store.add(cid, Turn("assistant", "Indeed.", checkpoint="wiki-seed"))
+        # fixed times: the list shows them
+        store.db.execute("UPDATE conversations SET created = '2026-01-02T03:04:05+00:00', updated = '2026-01-02T03:04:05+00:00'")
+        store.db.commit()
+        store.close()
+
+    async def run_before(pilot):
+        app = pilot.app
+        await wait_until(pilot, lambda: app.model_status == "none", 30, "start-up")
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: getattr(app.screen, "loaded", None) == "", 10, "the list")
+        await pilot.press("slash", *"thames")
+        await wait_until(pilot, lambda: app.screen.loaded == "thames", 10, "the search")
+        await _settle(pilot)
+
+    app = MiniGPTApp(autoload=False)
+    fill(app)
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

@@ -69,8 +69,18 @@ async def test_tiny_run_from_the_app(fresh_dirs):
         stats = plain(screen.query_one("#run-stats"))
         assert "step 6/6" in stats and "loss" in stats and "tok/s" in stats and "tokens seen" in stats
         assert "val loss" in plain(screen.query_one("#run-eval")) and "bits/byte" in plain(screen.query_one("#run-eval"))
-        assert "sample @" in plain(screen.query_one("#run-sample"))
-        assert len(screen.query_one("#loss-spark", Sparkline).data) == 6
+        from textual.widgets import RichLog
+
+        from tui.loss_chart import LossChart
+
+        history = screen.query_one("#sample-history", RichLog)
+        assert app.run_state.samples and any(f"step {s.step}:" in "".join(seg.text for seg in line) for line in history.lines for s in app.run_state.samples)
+        chart = screen.query_one(LossChart)
+        assert len(chart.train) == 6 and [t for t, _ in chart.train] == sorted(t for t, _ in chart.train)  # x: tokens seen
+        assert chart.val and chart.val[-1][1] == app.run_state.eval.val_loss
+        assert len(screen.query_one("#lr-spark", Sparkline).data) == 6
+        await pilot.press("ctrl+l")
+        assert chart.log_scale
         assert screen.query_one("#run-progress").progress == 6
         assert "builtin" in " ".join(app.run_state.log).lower()
         # the checkpoint is listed in the picker, and (first run) the chat now uses it

@@ -332,8 +332,7 @@ class MiniGPTApp(App[int]):
 
         def sink(event) -> None:
             if isinstance(event, TrainStep):
-                with state.lock:
-                    state.losses.append(event.loss)
+                state.record_step(event)
                 self.post_message(TrainProgress(event))
             else:
                 self.post_message(TrainEventMessage(event))

@@ -30,8 +30,10 @@ class RunState:
     saved: object | None = None  # latest CheckpointSaved
     result: object | None = None  # TrainFinished | TrainCancelled | TrainFailed
     error: str | None = None
-    losses: list[float] = field(default_factory=list)  # appended by the worker (under lock)
+    steps: list[tuple[int, int, float, float]] = field(default_factory=list)  # (step, tokens seen, loss, lr): the worker appends (under lock)
     val_losses: list[float] = field(default_factory=list)
+    val_points: list[tuple[int, float]] = field(default_factory=list)  # (tokens seen, validation loss)
+    samples: list = field(default_factory=list)  # every TrainSample, oldest first
     log: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     done: threading.Event = field(default_factory=threading.Event)
@@ -42,9 +44,22 @@ class RunState:
     def running(self) -> bool:
         return self.status in ("starting", "running", "pausing", "paused", "stopping")
 
-    def loss_history(self) -> list[float]:
+    def record_step(self, event) -> None:
+        """From the training thread: every step's loss is kept (progress messages coalesce)."""
         with self.lock:
-            return list(self.losses)
+            self.steps.append((event.step, event.tokens_seen, event.loss, event.lr))
+
+    def history(self) -> list[tuple[int, int, float, float]]:
+        with self.lock:
+            return list(self.steps)
+
+    def _tokens_at(self, step: int) -> int:
+        """Tokens seen at ``step`` (an evaluation reports its step; the chart's axis is tokens)."""
+        with self.lock:
+            for at, tokens, _loss, _lr in reversed(self.steps):
+                if at <= step:
+                    return tokens
+        return self.step.tokens_seen if self.step is not None else 0
 
     def apply(self, event) -> str | None:
         """Take in one engine event; returns the line it adds to the run's log, if any."""
@@ -69,9 +84,11 @@ class RunState:
         elif isinstance(event, ev.TrainEval):
             self.eval = event
             self.val_losses.append(event.val_loss)
+            self.val_points.append((self._tokens_at(event.step), event.val_loss))
             line = f"eval @ {event.step}: val loss {event.val_loss:.4f}, perplexity {event.perplexity:.1f}, bits/byte {event.bits_per_byte:.4f}"
         elif isinstance(event, ev.TrainSample):
             self.sample = event
+            self.samples.append(event)
         elif isinstance(event, ev.CheckpointSaved):
             self.saved = event
             line = f"saved '{event.name}' at step {event.step}"

@@ -7,11 +7,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, Label, Log, ProgressBar, Select, Sparkline, Static
+from textual.widgets import Button, Footer, Input, Label, Log, ProgressBar, RichLog, Select, Sparkline, Static
 
 from engine.errors import EngineError, UsageError
 from engine.model import PRESETS
 
+from .loss_chart import LossChart
 from .run_state import fmt_s
 from .safe import literal, one_line, visible
 
@@ -74,6 +75,7 @@ class TrainingScreen(Screen):
         Binding("ctrl+r", "start", "Start run", id="train.start"),
         Binding("ctrl+b", "pause_resume", "Pause/Resume", id="train.pause"),
         Binding("ctrl+s", "stop", "Stop (save)", id="train.stop"),
+        Binding("ctrl+l", "log_scale", "Log scale", id="train.log_scale"),
     ]
 
     def __init__(self):
@@ -106,12 +108,12 @@ class TrainingScreen(Screen):
                 yield Static("No run yet. Fill in the form and press Ctrl+R.", id="run-title")
                 yield ProgressBar(total=100, show_eta=True, id="run-progress")
                 yield Static("", id="run-stats")
-                yield Label("loss", classes="spark-label")
-                yield Sparkline([], id="loss-spark")
-                yield Label("validation loss", classes="spark-label")
-                yield Sparkline([], id="val-spark")
+                yield LossChart(id="loss-chart")
+                with Horizontal(id="lr-row"):
+                    yield Label("learning rate ", classes="spark-label")
+                    yield Sparkline([], id="lr-spark")
                 yield Static("", id="run-eval")
-                yield Static("", id="run-sample")
+                yield RichLog(id="sample-history", wrap=True, markup=False, max_lines=500)
                 yield Static("", id="run-error", classes="form-error")
                 with Horizontal(id="run-buttons"):
                     yield Button("Pause", id="pause", compact=True)
@@ -186,14 +188,22 @@ class TrainingScreen(Screen):
     def action_stop(self) -> None:
         self.app.stop_training()
 
+    def action_log_scale(self) -> None:
+        chart = self.query_one(LossChart)
+        chart.log_scale = not chart.log_scale
+
     # --- live view ---
     def sync(self) -> None:
         """Redraw everything from the app's run state."""
         state = self.app.run_state
         self.update_progress()
-        self.query_one("#val-spark", Sparkline).data = list(state.val_losses)
         self.update_eval()
-        self.update_sample()
+        history = self.query_one("#sample-history", RichLog)
+        history.clear()
+        for sample in state.samples:
+            history.write(_sample_text(sample))
+        if not state.samples:
+            history.write(Text("no sample yet: the model's words appear here at every evaluation", style="dim"))
         log = self.query_one("#run-log", Log)
         log.clear()
         log.write_lines(state.log)
@@ -242,21 +252,23 @@ class TrainingScreen(Screen):
         state = self.app.run_state
         step = state.step
         bar = self.query_one("#run-progress", ProgressBar)
-        spark = self.query_one("#loss-spark", Sparkline)
         stats = self.query_one("#run-stats", Static)
+        self._update_chart()
         if step is None:
             total = state.started.total_steps if state.started is not None else 100
             bar.update(total=total, progress=state.started.start_step if state.started is not None else 0)
             stats.update("")
-            spark.data = []
+            self.query_one("#lr-spark", Sparkline).data = []
             return
         bar.update(total=step.total_steps, progress=step.step)
-        spark.data = state.loss_history()[-2000:]
+        self.query_one("#lr-spark", Sparkline).data = [lr for *_, lr in state.history()[-2000:]]
+        grad = getattr(step, "grad_norm", None)
         stats.update(
             Text.assemble(
                 ("step ", "dim"), f"{step.step}/{step.total_steps}",
                 ("  loss ", "dim"), f"{step.loss:.4f}",
                 ("  lr ", "dim"), f"{step.lr:.2e}",
+                ("  grad norm ", "dim") if grad is not None else "", f"{grad:.3f}" if grad is not None else "",
                 ("  eta ", "dim"), fmt_s(step.eta_s), "\n",
                 (f"{step.tokens_per_s:,.0f}", ""), (" tok/s", "dim"),
                 ("  tokens seen ", "dim"), f"{step.tokens_seen:,}",
@@ -264,9 +276,13 @@ class TrainingScreen(Screen):
             )
         )
 
+    def _update_chart(self) -> None:
+        state = self.app.run_state
+        self.query_one(LossChart).set_data([(tokens, loss) for _step, tokens, loss, _lr in state.history()], list(state.val_points))
+
     def update_eval(self) -> None:
         ev = self.app.run_state.eval
-        self.query_one("#val-spark", Sparkline).data = list(self.app.run_state.val_losses)
+        self._update_chart()
         self.query_one("#run-eval", Static).update(
             Text.assemble(
                 ("eval @ ", "dim"), str(ev.step),
@@ -279,16 +295,24 @@ class TrainingScreen(Screen):
         )
 
     def update_sample(self) -> None:
-        sample = self.app.run_state.sample
-        widget = self.query_one("#run-sample", Static)
-        if sample is None:
-            widget.update(Text("no sample yet", style="dim"))
-            return
-        text = Text()
-        text.append(f"sample @ {sample.step}: ", style="dim")
-        text.append(visible(" ".join(sample.prompt.split())[-60:]), style="dim italic")
-        text.append(visible(" ".join(sample.text.split())))
-        widget.update(text)
+        """A new sample joins the history (every evaluation's, with its step: scroll back to
+        see the model learn)."""
+        state = self.app.run_state
+        history = self.query_one("#sample-history", RichLog)
+        if len(state.samples) == 1:
+            history.clear()
+        if state.samples:
+            history.write(_sample_text(state.samples[-1]))
 
     def add_log(self, line: str) -> None:
         self.query_one("#run-log", Log).write_line(visible(line))
+
+
+def _sample_text(sample) -> Text:
+    text = Text()
+    text.append(f"step {sample.step}: ", style="bold")
+    prompt, reply = " ".join(sample.prompt.split())[-60:], " ".join(sample.text.split())
+    joined = sample.prompt[-1:].isspace() or sample.text[:1].isspace()  # keep the word break
+    text.append(visible(prompt), style="dim italic")
+    text.append(visible((" " if joined and prompt and reply else "") + reply))
+    return text
