@@ -209,3 +209,43 @@ async def test_search_box_in_saved_chats(fresh_dirs):
         await pilot.press("enter", "enter")  # to the results, then open the hit
         chat = app.views["chat"]
         await wait_until(pilot, lambda: _turns(app) and _turns(app)[0].text == "second about pears", 10, "the chat")
+
+
+async def test_compare_two_checkpoints_side_by_side(ckpt_home, tiny_checkpoint):
+    copy_checkpoint(ckpt_home, tiny_checkpoint, "zz-other")
+    from textual.widgets import DataTable, Static
+
+    from tui.compare import CompareScreen
+
+    app = MiniGPTApp(checkpoint=tiny_checkpoint)
+    async with app.run_test(size=(140, 30)) as pilot:
+        await wait_until(pilot, lambda: app.model_status == "ready", 120, "the model")
+        from engine.settings import Sampling, Settings
+
+        app.settings = Settings(sampling=Sampling(max_new_tokens=12, seed=3))
+        await pilot.press("f3")
+        await wait_until(pilot, lambda: app.views.get("checkpoints") is not None and app.views["checkpoints"].loaded, 10, "the picker")
+        picker = app.views["checkpoints"]
+        table = picker.query_one("#ckpt-table", DataTable)
+        table.move_cursor(row=table.get_row_index(tiny_checkpoint))
+        await pilot.press("c")  # the active one itself: refused, said why
+        await pilot.pause()
+        assert not isinstance(app.screen, CompareScreen)
+        table.move_cursor(row=table.get_row_index("zz-other"))
+        await pilot.press("c")
+        await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen), 10, "the compare screen")
+        screen = app.screen
+        await wait_until(pilot, lambda: all(m is not None for m in screen.models), 120, "both models")
+        assert screen.models[0] is app.chat_model  # the chat's model is reused, not loaded again
+        await pilot.press(*"And God said")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen.prompt_id == 1 and not screen.streaming, 60, "both replies")
+        for side in (0, 1):
+            reply = screen.replies[side]
+            assert reply.text and not reply.error
+            head = plain(screen.query_one(f"#compare-head-{side}", Static))
+            assert "tok/s" in head and "tokens" in head
+        # same weights, same sampling seed: the two sides agree token for token
+        assert screen.replies[0].text == screen.replies[1].text
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.screen is picker, 10, "back to the picker")

@@ -87,6 +87,7 @@ class CheckpointsScreen(Screen):
         Binding("d,delete", "delete", "Delete", id="ckpt.delete"),
         Binding("t", "resume", "Resume training", id="ckpt.resume"),
         Binding("s", "sort", "Sort", id="ckpt.sort"),
+        Binding("c", "compare", "Compare", id="ckpt.compare"),
     ]
 
     def __init__(self):
@@ -312,6 +313,21 @@ class CheckpointsScreen(Screen):
             self.app.notify(one_line(f"'{info.name}' is broken: {info.broken}", 200), severity="error")
             return None
         return info
+
+    def action_compare(self) -> None:
+        """The highlighted checkpoint against the active one, side by side."""
+        info = self._selected_usable()
+        if info is None:
+            return
+        app = self.app
+        active = app.active_name if app.active_kind == "checkpoint" else None
+        if active is None or active == info.name:
+            app.notify("Compare needs two: make one checkpoint active (Enter), then press c on another", severity="warning")
+            return
+        from .compare import CompareScreen
+
+        ready = {active: app.chat_model} if app.chat_model is not None else {}
+        app.push_screen(CompareScreen((active, info.name), ready))
 
     def action_resume(self) -> None:
         info = self._selected_usable()

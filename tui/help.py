@@ -37,6 +37,7 @@ KEYS = [
     ("Enter", "make the highlighted model active (chat uses it at once)"),
     ("i / r / d / t", "details / rename / delete / resume training"),
     ("s", "sort by the next column (or click a column header)"),
+    ("c", "compare: the highlighted checkpoint and the active one answer the same prompt side by side"),
     ("Conversations (F5)", ""),
     ("Enter / r / d / e", "open / rename / delete / export to Markdown"),
 ]
