@@ -263,11 +263,12 @@ class ChatModel:
         gen.manual_seed(sampling.seed if sampling.seed is not None else int(time.time_ns() % (2**63)))
         eos = tok.eos_token_id
 
-        # The context (prompt + reply so far, the repetition penalty's view) in one buffer: the
-        # window holds at most ctx tokens, and a full window slides to its last half.
-        buf = torch.empty((1, ctx), dtype=torch.long, device=self.device)
-        buf[0, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        n = len(ids)
+        # The context in the window (prompt + reply so far): at most ctx tokens, and a full window
+        # slides to its last half.  The repetition penalty reads it from one preallocated buffer.
+        window = list(ids)
+        if processors:
+            buf = torch.empty((1, ctx), dtype=torch.long, device=self.device)
+            buf[0, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         detok = _Detokenizer(tok, ids[-_DETOK_CONTEXT:])
         pieces: list[str] = []
         new_tokens = 0
@@ -280,19 +281,20 @@ class ChatModel:
                 if stop.is_set():
                     reason, max_new = "cancelled", 0
                 else:
-                    last = runner.prefill(buf[:, :n])
+                    last = runner.prefill(torch.tensor([window], dtype=torch.long, device=self.device))
                 while new_tokens < max_new:
                     scores = last.float()
                     if processors:
-                        scores = processors(buf[:, :n], scores)
+                        scores = processors(buf[:, : len(window)], scores)
                     next_id = scores.argmax(dim=-1, keepdim=True) if greedy else _sample(scores, sampling, gen)
                     token = int(next_id)
                     if eos is not None and token == eos:
                         reason = "eos"
                         break
                     new_tokens += 1
-                    buf[0, n] = token
-                    n += 1
+                    if processors:
+                        buf[0, len(window)] = token
+                    window.append(token)
                     piece = detok.push(token)
                     now = time.perf_counter()
                     if piece:
@@ -306,13 +308,14 @@ class ChatModel:
                     if stop.is_set():  # checked before each forward: cancelling costs no extra token
                         reason = "cancelled"
                         break
-                    if n >= ctx:
+                    if len(window) >= ctx:
                         # The window is full: slide it, re-reading the last half (absolute
                         # positions cannot be shifted inside the cache).
-                        half = ctx // 2
-                        buf[:, :half] = buf[:, n - half : n].clone()
-                        n = half
-                        last = runner.prefill(buf[:, :n])
+                        window = window[-(ctx // 2) :]
+                        context = torch.tensor([window], dtype=torch.long, device=self.device)
+                        if processors:
+                            buf[:, : len(window)] = context
+                        last = runner.prefill(context)
                     else:
                         last = runner.step(next_id, token)
         finally:
