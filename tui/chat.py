@@ -17,9 +17,9 @@ from .conversations import Turn
 from .messages import ReplyDone, ReplyProgress, ReplyStarted
 from .safe import one_line
 
-# How often a streaming reply is redrawn, at most (seconds): ~25 updates a second read as
+# How often a streaming reply is redrawn, at most (seconds): ~20 updates a second read as
 # smooth, and the decode keeps the interpreter the rest of the time (bench/app_latency.py).
-REPLY_UPDATE_INTERVAL_S = 0.04
+REPLY_UPDATE_INTERVAL_S = 0.05
 
 WELCOME_NONE = (
     "No checkpoint yet.\n\n"
