@@ -3,8 +3,10 @@
 The transformers model stays the source of truth: ``GPT2FastDecoder`` holds references to the
 model's own ``Parameter`` objects (no copies, so a training run's optimizer steps are seen at
 once) and recomputes the same arithmetic as ``GPT2LMHeadModel.forward``: Conv1D as
-``addmm(bias, x, W)`` (weights stored ``[in, out]``), layer norms, the model's own activation
-module (GPT-2's ``gelu_new``), ``scaled_dot_product_attention`` with the model's scaling.
+``addmm(bias, x, W)`` (weights stored ``[in, out]``), layer norms, GPT-2's tanh GELU (PyTorch's
+fused kernel instead of ``gelu_new``'s seven ops; other activations run the model's own module),
+attention with the model's scaling (``scaled_dot_product_attention`` over the prompt, and for one
+new token ``softmax(q K^T * scale) V`` as two ``bmm`` calls, faster at these sizes).
 What it drops is the per-token Python around that arithmetic: the ``DynamicCache`` (``torch.cat``
 per layer per token), masks, output dataclasses, hooks and dispatch.  Greedy decoding gives the
 same tokens as ``model.generate`` (tests/test_generate.py).
@@ -80,7 +82,7 @@ class GPT2FastDecoder:
                     mlp.c_proj.weight,
                     mlp.c_proj.bias,
                     act,
-                    float(attn.scaling),
+                    _attn_scale(cfg, attn, i),
                 )
             )
         # keys and values of all layers in one tensor: [layer, k|v, head, position, head_dim]
@@ -163,6 +165,15 @@ class GPT2FastDecoder:
         if h.dtype != w.dtype:
             h = h.to(w.dtype)
         return F.linear(h, w, self.model.lm_head.bias if self.has_head_bias else None)
+
+
+def _attn_scale(cfg, attn, layer: int) -> float:
+    """The attention's score scale, as GPT2Attention computes it."""
+    scale = getattr(attn, "scaling", None)
+    if scale is not None:
+        return float(scale)
+    scale = (cfg.n_embd // cfg.n_head) ** -0.5 if cfg.scale_attn_weights else 1.0
+    return scale / (layer + 1) if cfg.scale_attn_by_inverse_layer_idx else scale
 
 
 def _gelu_tanh(x):

@@ -191,9 +191,10 @@ class ChatModel:
                 ids = torch.arange(n, device=self.device).remainder(self.model.config.vocab_size).view(1, n)
                 with torch.inference_mode(), autocast(self.device, self.dtype), _one_cpu_thread(self.device):
                     ref = _ReferenceRunner(self)
-                    got, want = [dec.prefill(ids, None)], [ref.prefill(ids)]
+                    head = ref.head  # the same LM head on both sides (a bf16 copy on CPUs with fast bf16)
+                    got, want = [dec.prefill(ids, head)], [ref.prefill(ids)]
                     for token in (1, 2):
-                        got.append(dec.step(token, None))
+                        got.append(dec.step(token, head))
                         want.append(ref.step(torch.tensor([[token]], device=self.device)))
                     for g, w in zip(got, want):
                         g, w = g.float(), w.float()
