@@ -9,6 +9,9 @@
   by then (it must not be).  Median of ``runs``.
 * first_token_ms: pressing Enter in the chat (model already loaded) to the first piece of the
   reply being put on screen, driven with Textual's Pilot in this process.  Median of ``runs``.
+* onscreen_tokens_per_s / headless_tokens_per_s / onscreen_ratio: a 90-token reply as the app
+  shows it (first piece on screen to the whole reply on screen) against the same reply decoded
+  without a UI, alternating, on the same model object (the UI must not starve the decode).
 
 Uses the current environment's checkpoint store (XDG variables relocate it).
 """
@@ -80,14 +83,19 @@ async def _first_tokens(checkpoint: str, runs: int) -> list[float]:
     from tui.chat_widgets import TurnView
 
     shown_at: list[float] = []
-    original = TurnView.set_text
+    finished_at: list[float] = []
+    original, original_finish = TurnView.set_text, TurnView.finish
 
     def spy(self, text):
         original(self, text)
         if text and not shown_at:
             shown_at.append(time.perf_counter())
 
-    TurnView.set_text = spy
+    def spy_finish(self, *args, **kwargs):
+        original_finish(self, *args, **kwargs)
+        finished_at.append(time.perf_counter())
+
+    TurnView.set_text, TurnView.finish = spy, spy_finish
     # Leave the user's settings and conversations alone: a throw-away config dir and database.
     scratch = tempfile.TemporaryDirectory(prefix="minigpt-bench-app-")
     old_config = os.environ.get("XDG_CONFIG_HOME")
@@ -124,10 +132,11 @@ async def _first_tokens(checkpoint: str, runs: int) -> list[float]:
                     times.append((shown_at[0] - t0) * 1000.0)
                 while chat.reply is not None:
                     await pilot.pause(0.05)
+            onscreen = await _onscreen_rate(app, pilot, chat, shown_at, finished_at, runs)
             await app.run_action("quit")
-        return times
+        return times, onscreen
     finally:
-        TurnView.set_text = original
+        TurnView.set_text, TurnView.finish = original, original_finish
         if old_config is None:
             os.environ.pop("XDG_CONFIG_HOME", None)
         else:
@@ -135,16 +144,76 @@ async def _first_tokens(checkpoint: str, runs: int) -> list[float]:
         scratch.cleanup()
 
 
+ONSCREEN_PROMPT = "The history of the city begins in the year"
+ONSCREEN_TOKENS = 90
+
+
+async def _onscreen_rate(app, pilot, chat, shown_at: list, finished_at: list, runs: int) -> dict:
+    """Tokens/s of a reply as the screen shows it (first piece painted to the whole reply
+    painted) against the same reply decoded headless (no UI), alternating, same model object,
+    same prompt ids and seed (so the same tokens)."""
+    from engine.events import GenerationFinished
+    from engine.settings import Sampling
+
+    model = app.chat_model
+    await asyncio.to_thread(model.warm_up)  # idempotent: the app already started it after the load
+    app.settings = app.settings.__class__(
+        active_checkpoint=app.settings.active_checkpoint,
+        sampling=Sampling(temperature=0.8, top_k=50, top_p=1.0, repetition_penalty=1.0, max_new_tokens=ONSCREEN_TOKENS, seed=0),
+    )
+    ids = model.encode_chat([{"role": "user", "content": ONSCREEN_PROMPT}])
+    headless, onscreen, same, ui_cpu = [], [], True, []
+    for i in range(runs + 1):  # the first round warms up
+        def decode():
+            return [e for e in model.stream(ids, app.settings.sampling) if isinstance(e, GenerationFinished)][-1]
+
+        done = await asyncio.to_thread(decode)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        inp = chat.query_one("#chat-input")
+        inp.load_text(ONSCREEN_PROMPT)
+        inp.focus()
+        await pilot.pause()
+        shown_at.clear()
+        finished_at.clear()
+        ui_cpu0 = time.thread_time()
+        await pilot.press("enter")
+        deadline = time.monotonic() + 120
+        while (chat.reply is not None or not finished_at) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # the spies hold the times: polling often would itself take the GIL
+        ui_cpu.append(time.thread_time() - ui_cpu0)
+        await pilot.pause()
+        reply = chat.turns[-1] if chat.turns else None
+        same = same and reply is not None and reply.content == done.text
+        if i and shown_at and finished_at and done.new_tokens > 1 and finished_at[-1] > shown_at[0]:
+            onscreen.append((done.new_tokens - 1) / (finished_at[-1] - shown_at[0]))
+            headless.append(done.tokens_per_s)
+    on = statistics.median(onscreen) if onscreen else None
+    head = statistics.median([h for h in headless if h]) if any(headless) else None
+    return {
+        "onscreen_tokens_per_s": on,
+        "headless_tokens_per_s": head,
+        "onscreen_ratio": on / head if on and head else None,
+        "onscreen_decode_path": model.decode_path,
+        "onscreen_same_text": same,
+        "onscreen_new_tokens": done.new_tokens,
+        "onscreen_ui_thread_cpu_ms": round(statistics.median(ui_cpu) * 1000, 1),
+    }
+
+
 def measure_app(checkpoint: str, runs: int = 3) -> dict:
     frames = [first_frame(checkpoint) for _ in range(runs)]
-    tokens = asyncio.run(_first_tokens(checkpoint, runs))
+    tokens, onscreen = asyncio.run(_first_tokens(checkpoint, runs))
     return {
         "first_frame_ms": round(statistics.median(f[0] for f in frames), 1),
         "first_frame_runs_ms": [round(f[0], 1) for f in frames],
         "torch_loaded_before_first_frame": any(f[1] for f in frames),
         "first_token_ms": round(statistics.median(tokens), 1),
         "first_token_runs_ms": [round(t, 1) for t in tokens],
-        "method": "first frame: fresh process in an 80x24 pty, timestamp hook; first token: Pilot, Enter to reply text on screen",
+        **onscreen,
+        "method": "first frame: fresh process in an 80x24 pty, timestamp hook; first token: Pilot, Enter to reply text on screen; "
+        f"on-screen tokens/s: Pilot, {ONSCREEN_TOKENS}-token reply (top-k 50, seed), first piece shown to the whole reply "
+        "shown, vs the same reply decoded headless (ChatModel.stream on a thread, no UI), alternating",
     }
 
 

@@ -249,15 +249,19 @@ def _run(tmp: Path, data: Path, budget_min: float, quick: bool, rounds: int | No
     torch.manual_seed(0)
     gmodel = baseline.build_model().eval()
     chat = ChatModel(model=gmodel, tokenizer=btok, name="gen", device="cpu", dtype="fp32")
+    chat.warm_up()  # as the app does after a load: "auto" then takes the fast path
+    gref = ChatModel(model=gmodel, tokenizer=btok, name="gen", device="cpu", dtype="fp32", decode="reference")
     prompt = [int(x) for x in data_mod.pack(source, btok, 128).splits["validation"][:200]]
     reps = 1 if quick else 3
-    gb, ge = [], []
+    gb, ge, gr = [], [], []
     baseline.stream_generate(gmodel, btok, prompt, max_new_tokens=8, seed=0, **GEN)  # warm-up
     engine_side.stream(chat, prompt, max_new_tokens=8, seed=0, **GEN)
+    engine_side.stream(gref, prompt, max_new_tokens=8, seed=0, **GEN)
     for i in range(reps):
         log(f"generation rep {i + 1}/{reps}")
         gb.append(baseline.stream_generate(gmodel, btok, prompt, max_new_tokens=256, seed=i, **GEN))
         ge.append(engine_side.stream(chat, prompt, max_new_tokens=256, seed=i, **GEN))
+        gr.append(engine_side.stream(gref, prompt, max_new_tokens=256, seed=i, **GEN))
     med = lambda rows, k: _median([r[k] for r in rows])  # noqa: E731
     gen = {
         "baseline_tokens_per_s": med(gb, "tokens_per_s"),
@@ -271,8 +275,20 @@ def _run(tmp: Path, data: Path, budget_min: float, quick: bool, rounds: int | No
         "sampling": dict(GEN, top_p=1.0, repetition_penalty=1.0, max_new_tokens=256),
     }
     gen["tokens_ratio"] = _ratio(gen["engine_tokens_per_s"], gen["baseline_tokens_per_s"])
+    gen["decode_path"] = chat.decode_path
+    gen["reference_tokens_per_s"] = med(gr, "tokens_per_s")
     report["generation"] = gen
-    del chat
+    del chat, gref
+
+    # --- 3b. decode speed on the engine's own checkpoint (seed preset, bpe:8192) ---
+    from .decode import measure_decode
+
+    log("generation: decode paths on the engine's checkpoint")
+    try:
+        gen["decode"] = measure_decode("quality", [int(x) for x in e_blocks[0]["input_ids"]], reps=2 if quick else 5)
+        gen["decode_path"] = gen["decode"]["decode_path"]
+    except Exception as exc:  # the rest of the report still stands
+        gen["decode"] = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
 
     # --- 4. app latency (another module; optional) ---
     report["app"] = {"first_frame_ms": None, "first_token_ms": None}
@@ -345,6 +361,12 @@ def gpu_section(quick: bool) -> dict:
         }
         del model, opt
         torch.cuda.empty_cache()
+    from .decode import measure_gpu_decode
+
+    try:  # the fast decode path on CUDA in bf16 (gpt2 preset)
+        out["decode"] = measure_gpu_decode(quick)
+    except Exception as exc:
+        out["decode"] = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
     return out
 
 
@@ -355,7 +377,16 @@ def check_targets(r: dict) -> dict:
     def ge(v, t):
         return None if v is None else v >= t
 
+    dec = r["generation"].get("decode") or {}
+    app = r.get("app") or {}
+    gpu_dec = (r.get("gpu") or {}).get("decode") or {}
     return {
+        "decode_tokens_per_s>=1000": ge(dec.get("engine_tokens_per_s"), 1000.0),
+        "decode_ratio_vs_streamer>=6": ge(dec.get("ratio_vs_streamer"), 6.0),
+        "decode_ttft_ms_32<=10": le(dec.get("ttft_ms_32"), 10.0),
+        "small_tokens_per_s>=400": ge(dec.get("small_tokens_per_s"), 400.0),
+        "app_onscreen_ratio>=0.8": ge(app.get("onscreen_ratio"), 0.8),
+        "gpu_gpt2_bf16_tokens_per_s>=500": ge(gpu_dec.get("gpt2_tokens_per_s"), 500.0) if r.get("gpu") else None,
         "useful_tokens_ratio>=10": ge(r["train"].get("useful_tokens_ratio"), TARGETS["useful_tokens_ratio"]),
         "engine_seconds_to_baseline_bpb<=60": le(r["quality"].get("engine_seconds_to_baseline_bpb"), 60.0),
         "gen_tokens_ratio>=2": ge(r["generation"].get("tokens_ratio"), 2.0),
@@ -371,6 +402,7 @@ def table(r: dict) -> str:
         return "-" if v is None else fmt.format(v)
 
     t, q, g, a, m = r["train"], r["quality"], r["generation"], r["app"], r["memory"]
+    d = g.get("decode") or {}
     rows = [
         ("train useful tokens/s", f(t["useful_tokens_per_s"]["baseline"]), f(t["useful_tokens_per_s"]["engine"]),
          f(t.get("useful_tokens_ratio"), "{:.1f}x"), ">= 10x"),
@@ -382,6 +414,13 @@ def table(r: dict) -> str:
         ("s to baseline's bpb", "", f(q["engine_seconds_to_baseline_bpb"]), "", "<= 60"),
         ("gen steady tokens/s", f(g["baseline_tokens_per_s"]), f(g["engine_tokens_per_s"]), f(g.get("tokens_ratio"), "{:.1f}x"), ">= 2x"),
         ("gen TTFT ms (200-tok prompt)", f(g["baseline_ttft_ms"]), f(g["engine_ttft_ms"]), "", "<= 50"),
+        ("decode tok/s seed bpe:8192 (" + str(d.get("decode_path", "-")) + ")", f(d.get("generate_streamer_tokens_per_s")),
+         f(d.get("engine_tokens_per_s")), f(d.get("ratio_vs_streamer"), "{:.1f}x"), ">= 1000, >= 6x"),
+        ("decode tok/s reference path", "", f(d.get("reference_tokens_per_s")), f(d.get("ratio_vs_reference"), "{:.1f}x"), ""),
+        ("decode TTFT ms (32-tok prompt)", "", f(d.get("ttft_ms_32")), "", "<= 10"),
+        ("decode tok/s small preset", "", f(d.get("small_tokens_per_s")), "", ">= 400"),
+        ("app on-screen vs headless tok/s", f(a.get("headless_tokens_per_s")), f(a.get("onscreen_tokens_per_s")),
+         f(a.get("onscreen_ratio"), "{:.2f}"), ">= 0.80"),
         ("app first frame ms", "", f(a.get("first_frame_ms")), "", "<= 500"),
         ("app first token ms", "", f(a.get("first_token_ms")), "", "<= 150"),
         ("train peak RSS MB", "", f(m.get("train_peak_rss_mb"), "{:.0f}"), "", "<= 1536"),

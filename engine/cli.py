@@ -289,10 +289,12 @@ def cmd_generate(args) -> int:
 
     sampling = _sampling_from(args)
     chat = ChatModel.from_checkpoint(args.checkpoint, device=args.device)
+    chat.warm_up()  # the fast decode path's self-check: a few ms, no compilation
     _, finished = _stream_reply(chat, args.prompt, sampling, sys.stdout)
     sys.stdout.write("\n")
     if finished and os.environ.get("MINIGPT_STATS"):
-        _err(f"{finished.new_tokens} tokens, {finished.tokens_per_s or 0:.1f} tok/s, first token {1000 * (finished.time_to_first_token_s or 0):.0f} ms")
+        _err(f"{finished.new_tokens} tokens, {finished.tokens_per_s or 0:.1f} tok/s, first token {1000 * (finished.time_to_first_token_s or 0):.0f} ms"
+             f", decode: {chat.decode_note}")
     return EXIT_OK
 
 
@@ -309,6 +311,7 @@ def cmd_chat(args) -> int:
         name = good[-1]
     sampling = _sampling_from(args)
     chat = ChatModel.from_checkpoint(name, device=args.device)
+    chat.warm_up()
     interactive = sys.stdin.isatty()
     if interactive:
         print(f"chatting with '{name}' (empty line or Ctrl+D to quit)", file=sys.stderr)

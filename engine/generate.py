@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 from .errors import CheckpointError
 from .events import GenerationEvent, GenerationFailed, GenerationFinished, GenerationStarted, Sink, TokenGenerated
 from .settings import Sampling
 
+DECODE_CHOICES = ("auto", "fast", "reference")
 # How many prompt tokens seed the incremental detokenizer, so the first reply token keeps its
 # leading space (SentencePiece) and multi-byte characters come out whole.
 _DETOK_CONTEXT = 5
@@ -34,6 +36,19 @@ class ChatModel:
     device: str = "cpu"
     dtype: str = "fp32"
     meta: dict | None = None
+    # Which decode loop runs the model: "fast" (engine/fast_decode.py, GPT-2 models), "reference"
+    # (the transformers forward with its KV cache), or "auto": fast once ``warm_up`` has checked
+    # it against the reference, the reference until then and where fast is unavailable.
+    # MINIGPT_DECODE sets the default.
+    decode: str = field(default_factory=lambda: os.environ.get("MINIGPT_DECODE", "auto") or "auto")
+
+    def __post_init__(self):
+        if self.decode not in DECODE_CHOICES:
+            raise CheckpointError(f"unknown decode path '{self.decode}': use {', '.join(DECODE_CHOICES)}")
+        self._fast = None  # the GPT2FastDecoder, once built
+        self._fast_ready = False  # warm_up passed its check
+        self._fast_problem: str | None = None  # why there is no fast path (None: not known yet / none)
+        self._fast_lock = threading.Lock()  # one reply (or warm-up) at a time on the decoder's cache
 
     @classmethod
     def from_checkpoint(cls, name: str, store=None, device: str = "auto") -> "ChatModel":
@@ -109,6 +124,90 @@ class ChatModel:
                 raise CheckpointError(event.error)
         return ""
 
+    # --- which decode path ---
+    @property
+    def decode_path(self) -> str:
+        """The path the next reply takes: "fast" or "reference"."""
+        if self.decode == "reference" or self._fast_unavailable() is not None:
+            return "reference"
+        if self.decode == "fast" or self._fast_ready:
+            return "fast"
+        return "reference"
+
+    @property
+    def decode_note(self) -> str:
+        """A few words on the path, for a status line: "fast", "reference (why)"."""
+        path = self.decode_path
+        if path == "fast":
+            return "fast"
+        if self.decode == "reference":
+            return "reference (chosen)"
+        problem = self._fast_unavailable()
+        if problem:
+            return f"reference ({problem})"
+        return "reference (fast path warming up)"
+
+    def _fast_unavailable(self) -> str | None:
+        if self._fast_problem is not None:
+            return self._fast_problem
+        from .fast_decode import unsupported_reason
+
+        return unsupported_reason(self.model)
+
+    def _fast_decoder(self):
+        """The fast decoder for the model as it is now (built, or rebuilt when the model's
+        weights were moved or replaced), or None where the model has no fast path."""
+        if self._fast_unavailable() is not None:
+            return None
+        from .fast_decode import GPT2FastDecoder
+
+        cache_dtype = self._cache_dtype()
+        if self._fast is None or not self._fast.matches(self.model, cache_dtype):
+            self._fast = GPT2FastDecoder(self.model, cache_dtype=cache_dtype)
+        return self._fast
+
+    def _cache_dtype(self):
+        import torch
+
+        return torch.bfloat16 if self.dtype == "bf16" else None
+
+    def warm_up(self) -> str:
+        """Build the fast decoder and check it against the reference forward (a prefill and two
+        steps, logits within float tolerance); from then on "auto" uses it.  Runs the first
+        passes, so the first reply pays no allocation costs.  Call it from a worker thread after
+        a model loads: replies meanwhile take the reference path.  Returns ``decode_note``."""
+        import torch
+
+        from .model import autocast
+
+        if self.decode == "reference" or self._fast_unavailable() is not None or self._fast_ready:
+            return self.decode_note
+        with self._fast_lock:
+            try:
+                dec = self._fast_decoder()
+                if dec is None:
+                    return self.decode_note
+                n = max(2, min(8, dec.ctx - 2))
+                ids = torch.arange(n, device=self.device).remainder(self.model.config.vocab_size).view(1, n)
+                with torch.inference_mode(), autocast(self.device, self.dtype), _one_cpu_thread(self.device):
+                    ref = _ReferenceRunner(self)
+                    head = ref.head  # the same LM head on both sides (a bf16 copy on CPUs with fast bf16)
+                    got, want = [dec.prefill(ids, head)], [ref.prefill(ids)]
+                    for token in (1, 2):
+                        got.append(dec.step(token, head))
+                        want.append(ref.step(torch.tensor([[token]], device=self.device)))
+                    for g, w in zip(got, want):
+                        g, w = g.float(), w.float()
+                        tol = 2e-2 if self.dtype == "bf16" else 1e-3
+                        if not torch.allclose(g, w, rtol=tol, atol=tol * max(1.0, float(w.abs().max()))):
+                            self._fast_problem = "fast path disagreed with the model"
+                            return self.decode_note
+            except Exception as exc:  # any failure here leaves the reference path in use
+                self._fast_problem = f"fast path failed: {type(exc).__name__}"
+                return self.decode_note
+            self._fast_ready = True
+        return self.decode_note
+
     def _bf16_head(self):
         """A bf16 copy of a GPT-2 LM head, on CPUs with native bf16 (AVX512-BF16/AMX), else None.
 
@@ -143,7 +242,7 @@ class ChatModel:
         from .model import autocast
 
         t0 = time.perf_counter()
-        tok, model = self.tokenizer, self.model
+        tok = self.tokenizer
         ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
         if not ids:
             ids = [tok.eos_token_id if tok.eos_token_id is not None else 0]
@@ -164,60 +263,65 @@ class ChatModel:
         gen = torch.Generator(device=self.device)
         gen.manual_seed(sampling.seed if sampling.seed is not None else int(time.time_ns() % (2**63)))
         eos = tok.eos_token_id
-        keep = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
-        cache_arg = "cache" if _accepts(model, "cache") else "past_key_values"  # renamed in transformers 5.2x
 
-        context = torch.tensor([ids], dtype=torch.long, device=self.device)
+        # The context in the window (prompt + reply so far): at most ctx tokens, and a full window
+        # slides to its last half.  The repetition penalty reads it from one preallocated buffer.
+        window = list(ids)
+        if processors:
+            buf = torch.empty((1, ctx), dtype=torch.long, device=self.device)
+            buf[0, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         detok = _Detokenizer(tok, ids[-_DETOK_CONTEXT:])
-        head = self._bf16_head()
         pieces: list[str] = []
         new_tokens = 0
         first_at = last_at = None
         reason = "length"
-        with torch.inference_mode(), autocast(self.device, self.dtype), _one_cpu_thread(self.device):
-            past = None
-            step_input = context
-            while new_tokens < max_new:
+        fast = self.decode_path == "fast" and self._fast_lock.acquire(blocking=False)
+        try:
+            with torch.inference_mode(), autocast(self.device, self.dtype), _one_cpu_thread(self.device):
+                runner = _FastRunner(self) if fast else _ReferenceRunner(self)
                 if stop.is_set():
-                    reason = "cancelled"
-                    break
-                if head is not None:  # the body, then the LM head on the last position in bf16
-                    out = model.base_model(input_ids=step_input, use_cache=True, **{cache_arg: past})
-                    last = torch.nn.functional.linear(out.last_hidden_state[:, -1, :].to(head.dtype), head)
+                    reason, max_new = "cancelled", 0
                 else:
-                    out = model(input_ids=step_input, use_cache=True, **{cache_arg: past}, **keep)
-                    last = out.logits[:, -1, :]
-                past = getattr(out, "cache", None)
-                if past is None:
-                    past = getattr(out, "past_key_values", None)
-                scores = last.float()
-                if processors:
-                    scores = processors(context, scores)
-                if greedy:
-                    next_id = scores.argmax(dim=-1, keepdim=True)
-                else:
-                    next_id = _sample(scores, sampling, gen)
-                token = int(next_id)
-                if eos is not None and token == eos:
-                    reason = "eos"
-                    break
-                new_tokens += 1
-                context = torch.cat([context, next_id], dim=1)
-                piece = detok.push(token)
-                now = time.perf_counter()
-                if piece:
-                    if first_at is None:
-                        first_at = now
-                    last_at = now
-                    pieces.append(piece)
-                    yield TokenGenerated(text=piece, index=new_tokens - 1, elapsed_s=now - t0)
-                if context.shape[1] >= ctx:
-                    # The window is full: slide it, re-reading the last half (absolute positions
-                    # cannot be shifted inside the cache).
-                    context = context[:, -(ctx // 2) :]
-                    step_input, past = context, None
-                else:
-                    step_input = next_id
+                    last = runner.prefill(torch.tensor([window], dtype=torch.long, device=self.device))
+                while new_tokens < max_new:
+                    scores = last.float()
+                    if processors:
+                        scores = processors(buf[:, : len(window)], scores)
+                    next_id = scores.argmax(dim=-1, keepdim=True) if greedy else _sample(scores, sampling, gen)
+                    token = int(next_id)
+                    if eos is not None and token == eos:
+                        reason = "eos"
+                        break
+                    new_tokens += 1
+                    if processors:
+                        buf[0, len(window)] = token
+                    window.append(token)
+                    piece = detok.push(token)
+                    now = time.perf_counter()
+                    if piece:
+                        if first_at is None:
+                            first_at = now
+                        last_at = now
+                        pieces.append(piece)
+                        yield TokenGenerated(text=piece, index=new_tokens - 1, elapsed_s=now - t0)
+                    if new_tokens >= max_new:
+                        break
+                    if stop.is_set():  # checked before each forward: cancelling costs no extra token
+                        reason = "cancelled"
+                        break
+                    if len(window) >= ctx:
+                        # The window is full: slide it, re-reading the last half (absolute
+                        # positions cannot be shifted inside the cache).
+                        window = window[-(ctx // 2) :]
+                        context = torch.tensor([window], dtype=torch.long, device=self.device)
+                        if processors:
+                            buf[:, : len(window)] = context
+                        last = runner.prefill(context)
+                    else:
+                        last = runner.step(next_id, token)
+        finally:
+            if fast:
+                self._fast_lock.release()
         tail = detok.flush()
         if tail:
             pieces.append(tail)
@@ -234,6 +338,55 @@ class ChatModel:
             tokens_per_s=rate,
             elapsed_s=end - t0,
         )
+
+
+class _ReferenceRunner:
+    """The transformers forward over its own KV cache (``DynamicCache``), one token a step."""
+
+    def __init__(self, chat: ChatModel):
+        model = chat.model
+        self.model = model
+        self.head = chat._bf16_head()  # the LM head in bf16 on CPUs with fast bf16, else None
+        self.keep = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+        self.cache_arg = "cache" if _accepts(model, "cache") else "past_key_values"  # renamed in transformers 5.2x
+        self.past = None
+
+    def prefill(self, ids):
+        """Logits of the last position of ``ids`` ([1, T]), from an empty cache."""
+        self.past = None
+        return self._forward(ids)
+
+    def step(self, next_id, token: int | None = None):
+        """Logits after one more token (``next_id``: [1, 1])."""
+        return self._forward(next_id)
+
+    def _forward(self, step_input):
+        import torch
+
+        model = self.model
+        if self.head is not None:  # the body, then the LM head on the last position in bf16
+            out = model.base_model(input_ids=step_input, use_cache=True, **{self.cache_arg: self.past})
+            last = torch.nn.functional.linear(out.last_hidden_state[:, -1, :].to(self.head.dtype), self.head)
+        else:
+            out = model(input_ids=step_input, use_cache=True, **{self.cache_arg: self.past}, **self.keep)
+            last = out.logits[:, -1, :]
+        past = getattr(out, "cache", None)
+        self.past = past if past is not None else getattr(out, "past_key_values", None)
+        return last
+
+
+class _FastRunner:
+    """engine/fast_decode.py's decoder behind the same two calls."""
+
+    def __init__(self, chat: ChatModel):
+        self.dec = chat._fast_decoder()
+        self.head = chat._bf16_head()
+
+    def prefill(self, ids):
+        return self.dec.prefill(ids, self.head)
+
+    def step(self, next_id, token: int):
+        return self.dec.step(token, self.head)
 
 
 @contextlib.contextmanager

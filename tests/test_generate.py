@@ -101,3 +101,129 @@ def test_sampling_out_of_range(kwargs):
 
 def test_empty_prompt_still_generates(chat):
     assert isinstance(run(chat, "", Sampling(max_new_tokens=4, seed=0))[-1], GenerationFinished)
+
+
+# --- the fast decode path (engine/fast_decode.py) against the reference and model.generate ---
+
+
+def _chat_on(chat, decode):
+    return ChatModel(model=chat.model, tokenizer=chat.tokenizer, name=chat.name, device="cpu", decode=decode)
+
+
+def _generate_greedy_text(chat, prompt_ids, n, repetition_penalty=1.0):
+    """``model.generate`` greedy: the new text as the stream spells it (after eos: nothing)."""
+    import torch
+
+    tok = chat.tokenizer
+    out = chat.model.generate(
+        input_ids=torch.tensor([prompt_ids]),
+        attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
+        max_new_tokens=n,
+        do_sample=False,
+        repetition_penalty=repetition_penalty,
+        pad_token_id=tok.eos_token_id,
+    )
+    new = out[0, len(prompt_ids) :].tolist()
+    if tok.eos_token_id in new:
+        new = new[: new.index(tok.eos_token_id)]
+    ctx = prompt_ids[-5:]
+    return tok.decode(ctx + new)[len(tok.decode(ctx)) :]
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_fast_path_greedy_equals_reference_and_generate(chat, penalty):
+    fast, ref = _chat_on(chat, "fast"), _chat_on(chat, "reference")
+    assert fast.decode_path == "fast" and ref.decode_path == "reference"
+    for prompt in ("And God said unto Moses", "In the beginning", "the king"):
+        ids = chat.encode(prompt)
+        n = chat.n_positions - len(ids) - 1  # within the window: model.generate cannot slide
+        s = Sampling(temperature=0, max_new_tokens=n, repetition_penalty=penalty)
+        got, want = fast.generate_text(ids, s), ref.generate_text(ids, s)
+        assert got == want
+        assert got == _generate_greedy_text(chat, ids, n, penalty)
+
+
+def test_fast_path_samples_the_same_tokens_for_a_seed(chat):
+    fast, ref = _chat_on(chat, "fast"), _chat_on(chat, "reference")
+    s = Sampling(temperature=1.0, top_k=20, top_p=0.9, repetition_penalty=1.1, max_new_tokens=40, seed=7)
+    assert fast.generate_text("The LORD", s) == ref.generate_text("The LORD", s)
+
+
+def test_fast_path_slides_the_window_like_the_reference(chat):
+    fast, ref = _chat_on(chat, "fast"), _chat_on(chat, "reference")
+    s = Sampling(temperature=0, max_new_tokens=3 * chat.n_positions, repetition_penalty=1.2)
+    events = list(fast.stream("And the king said", s))
+    done = events[-1]
+    assert isinstance(done, GenerationFinished)
+    assert done.text == ref.generate_text("And the king said", s)
+    # the penalty keeps greedy away from eos long enough to pass the window several times
+    assert done.new_tokens > chat.n_positions, done
+
+
+@pytest.mark.parametrize("decode", ["fast", "reference"])
+def test_cancel_stops_within_one_token_on_both_paths(chat, decode):
+    c = _chat_on(chat, decode)
+    stop = threading.Event()
+    tokens = []
+    s = Sampling(max_new_tokens=500, seed=1, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0)
+    for event in c.stream("And", s, stop):
+        if isinstance(event, TokenGenerated):
+            tokens.append(event)
+            if len(tokens) == 3:
+                stop.set()
+    done = event
+    assert isinstance(done, GenerationFinished)
+    if done.stop_reason == "cancelled":
+        assert len(tokens) == 3 and done.new_tokens == 3  # not one token after the stop
+    # stop set before the reply starts: no token at all
+    stop = threading.Event()
+    stop.set()
+    events = list(c.stream("And", s, stop))
+    assert not [e for e in events if isinstance(e, TokenGenerated)] and events[-1].stop_reason == "cancelled"
+
+
+def test_auto_takes_the_fast_path_after_warm_up(chat):
+    c = _chat_on(chat, "auto")
+    assert c.decode_path == "reference" and "warming up" in c.decode_note
+    assert c.warm_up() == "fast"
+    assert c.decode_path == "fast"
+    assert _chat_on(chat, "reference").warm_up() == "reference (chosen)"
+
+
+def test_fast_path_sees_weight_updates(chat):
+    """No stale copies: a training step between samples changes the weights in place."""
+    import torch
+
+    fast, ref = _chat_on(chat, "fast"), _chat_on(chat, "reference")
+    s = Sampling(temperature=0, max_new_tokens=20, repetition_penalty=1.0)
+    before = fast.generate_text("The LORD", s)
+    w = chat.model.transformer.h[0].mlp.c_fc.weight
+    saved = w.detach().clone()
+    try:
+        with torch.no_grad():
+            w.mul_(-3.0)
+        assert fast.generate_text("The LORD", s) == ref.generate_text("The LORD", s)
+    finally:
+        with torch.no_grad():
+            w.copy_(saved)
+    assert fast.generate_text("The LORD", s) == before
+
+
+def test_models_without_a_fast_path_use_the_reference():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from engine.tokenizer import load_gpt2
+
+    cfg = LlamaConfig(vocab_size=50257, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+    c = ChatModel(model=LlamaForCausalLM(cfg).eval(), tokenizer=load_gpt2(), name="llama", device="cpu", decode="fast")
+    assert c.decode_path == "reference" and "llama" in c.decode_note
+    assert c.warm_up().startswith("reference")
+    assert isinstance(list(c.stream("Hello", Sampling(max_new_tokens=4, seed=0)))[-1], GenerationFinished)
+
+
+def test_unknown_decode_path_is_a_clear_error(chat):
+    from engine.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="unknown decode path"):
+        _chat_on(chat, "turbo")

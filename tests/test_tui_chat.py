@@ -45,11 +45,15 @@ async def test_send_message_streams_reply_and_persists(ckpt_home, tiny_checkpoin
         original(self, text)
 
     monkeypatch.setattr(TurnView, "set_text", spy)
+    monkeypatch.setattr("tui.chat.REPLY_UPDATE_INTERVAL_S", 0.0)  # every piece on screen (see the batching test)
     app = MiniGPTApp()
     async with app.run_test(size=(100, 30)) as pilot:
         await _ready(pilot, app, tiny_checkpoint)  # the only checkpoint is opened at start-up
         status = plain(app.screen.query_one("#chat-status"))
         assert tiny_checkpoint in status
+        # the fast decode path warms up in the background after the load, then the status says so
+        await wait_until(pilot, lambda: "decode: fast" in plain(app.screen.query_one("#chat-status")), 60, "the fast path")
+        assert app.chat_model.decode_path == "fast"
         app.settings = app.settings.__class__(sampling=app.settings.sampling.__class__(max_new_tokens=48, seed=1))
         await _send(pilot, "In the beginning")
         chat = app.views["chat"]
@@ -252,3 +256,33 @@ async def test_view_follows_bottom_only_while_at_bottom(fresh_dirs):
         await wait_until(pilot, lambda: chat.reply is None, 30, "the end")
         await pilot.pause()
         assert view.scroll_y >= view.max_scroll_y - 1
+
+
+async def test_streaming_updates_are_batched(fresh_dirs, monkeypatch):
+    """The worker posts the reply at most once per REPLY_UPDATE_INTERVAL_S (the first piece at
+    once), so a fast model does not make the UI redraw, and take the GIL, for every token."""
+    import time
+
+    from tui import chat as chat_mod
+
+    shown: list[str] = []
+    original = TurnView.set_text
+
+    def spy(self, text):
+        shown.append(text)
+        original(self, text)
+
+    monkeypatch.setattr(TurnView, "set_text", spy)
+    pieces = [f"w{i} " for i in range(300)]
+    app = MiniGPTApp(autoload=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _fake_ready(pilot, app, FakeChat(pieces, delay=0.001))
+        t0 = time.monotonic()
+        await _send(pilot, "go")
+        chat = app.views["chat"]
+        await wait_until(pilot, lambda: chat.reply is None, 30, "the reply")
+        elapsed = time.monotonic() - t0
+        reply = _turns(app)[-1]
+        assert reply.text == "".join(pieces)  # nothing lost between updates
+        assert shown and reply.text.startswith(shown[0])
+        assert 1 <= len(shown) <= elapsed / chat_mod.REPLY_UPDATE_INTERVAL_S + 2, (len(shown), elapsed)

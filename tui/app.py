@@ -24,6 +24,7 @@ from .chat import ChatScreen
 from .commands import ChatsProvider, CheckpointsProvider, ScreensProvider
 from .conversations import ConversationStore
 from .messages import CheckpointsChanged, ConversationDeleted, ModelFailed, ModelReady, TrainEventMessage, TrainProgress
+from .messages import DecodePathChanged
 from .run_state import RunState
 from .safe import one_line
 
@@ -223,6 +224,14 @@ class MiniGPTApp(App[int]):
             self.post_message(ModelFailed(token, name, error.splitlines()[0] if error else type(exc).__name__))
             return
         self.post_message(ModelReady(token, model))
+        # The fast decode path checks itself and warms up here, off the UI thread: replies take
+        # the reference path until it is ready, and the status line says which one runs.
+        model.warm_up()
+        self.post_message(DecodePathChanged(token))
+
+    def on_decode_path_changed(self, message: DecodePathChanged) -> None:
+        if message.token == self._load_token:
+            self._mutate_status()
 
     def on_model_ready(self, message: ModelReady) -> None:
         if message.token != self._load_token:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -15,6 +16,10 @@ from .chat_widgets import ChatInput, NoteView, TurnView
 from .conversations import Turn
 from .messages import ReplyDone, ReplyProgress, ReplyStarted
 from .safe import one_line
+
+# How often a streaming reply is redrawn, at most (seconds): ~20 updates a second read as
+# smooth, and the decode keeps the interpreter the rest of the time (bench/app_latency.py).
+REPLY_UPDATE_INTERVAL_S = 0.05
 
 WELCOME_NONE = (
     "No checkpoint yet.\n\n"
@@ -116,6 +121,9 @@ class ChatScreen(Screen):
             text.append(one_line(f"{name}: {app.model_error}", 160), style="red")
         else:
             text.append("\u25cb no model", style="dim")
+        decode_path = getattr(app.chat_model, "decode_path", None) if status == "ready" else None
+        if decode_path:  # which decode loop runs replies: "fast" or "reference" (engine/generate.py)
+            text.append(f"  \u2502  decode: {decode_path}", style="dim")
         if app.run_state.running:
             text.append("  \u2502  training ", style="dim")
             text.append(one_line(app.run_state.name or "", 24), style="dim")
@@ -349,11 +357,18 @@ class ChatScreen(Screen):
 
         try:
             ids = chat.encode_chat(messages)
-            text = ""
+            pieces: list[str] = []
+            posted = float("-inf")
             for event in chat.stream(ids, sampling, stop):
                 if isinstance(event, TokenGenerated):
-                    text += event.text
-                    self.post_message(ReplyProgress(reply_id, text))
+                    # Batched: the first piece at once, then at most one update per interval, so
+                    # the UI's work does not take the decode's turns at the GIL (ReplyDone
+                    # carries the whole text, so nothing is lost between updates).
+                    pieces.append(event.text)
+                    now = time.monotonic()
+                    if now - posted >= REPLY_UPDATE_INTERVAL_S:
+                        posted = now
+                        self.post_message(ReplyProgress(reply_id, "".join(pieces)))
                 elif isinstance(event, GenerationStarted):
                     self.post_message(ReplyStarted(reply_id, event))
                 elif isinstance(event, (GenerationFinished, GenerationFailed)):

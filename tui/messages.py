@@ -61,6 +61,13 @@ class ModelReady(Message):
 
 
 @dataclass
+class DecodePathChanged(Message):
+    """The loaded model's decode path is settled (its fast path warmed up, or not available)."""
+
+    token: int
+
+
+@dataclass
 class ModelFailed(Message):
     token: int
     name: str

@@ -1,0 +1,188 @@
+"""A lean decode path for GPT-2 models: the same weights, a preallocated KV cache, few ops.
+
+The transformers model stays the source of truth: ``GPT2FastDecoder`` holds references to the
+model's own ``Parameter`` objects (no copies, so a training run's optimizer steps are seen at
+once) and recomputes the same arithmetic as ``GPT2LMHeadModel.forward``: Conv1D as
+``addmm(bias, x, W)`` (weights stored ``[in, out]``), layer norms, GPT-2's tanh GELU (PyTorch's
+fused kernel instead of ``gelu_new``'s seven ops; other activations run the model's own module),
+attention with the model's scaling (``scaled_dot_product_attention`` over the prompt, and for one
+new token ``softmax(q K^T * scale) V`` as two ``bmm`` calls, faster at these sizes).
+What it drops is the per-token Python around that arithmetic: the ``DynamicCache`` (``torch.cat``
+per layer per token), masks, output dataclasses, hooks and dispatch.  Greedy decoding gives the
+same tokens as ``model.generate`` (tests/test_generate.py).
+
+The cache is one tensor per layer for keys and one for values, ``[heads, n_positions,
+head_dim]``, allocated once per decoder; ``prefill`` runs the prompt in one pass and fills
+positions ``0..T-1``, ``step`` runs one token at position ``T`` and writes its key and value
+in place.  Sliding the window is a new prefill (absolute positions cannot be shifted), as on
+the reference path.
+
+Only ``GPT2LMHeadModel`` is supported (the presets, GPT-2 and distilgpt2 from the Hugging Face
+cache); ``unsupported_reason`` says why another model takes the reference path.
+"""
+
+from __future__ import annotations
+
+
+def unsupported_reason(model) -> str | None:
+    """None when ``GPT2FastDecoder`` can run this model, else a few words why not."""
+    cfg = getattr(model, "config", None)
+    kind = getattr(cfg, "model_type", None)
+    if kind != "gpt2" or type(model).__name__ != "GPT2LMHeadModel":
+        return f"no fast path for {kind or type(model).__name__} models"
+    if getattr(cfg, "add_cross_attention", False):
+        return "cross-attention is not supported"
+    if getattr(cfg, "_attn_implementation", "sdpa") == "eager" and getattr(cfg, "reorder_and_upcast_attn", False):
+        return "reorder_and_upcast_attn is not supported"
+    if model.training:
+        return "the model is in training mode"
+    return None
+
+
+class GPT2FastDecoder:
+    """Prefill + one-token steps over a ``GPT2LMHeadModel``'s parameters.
+
+    ``head`` optionally replaces the LM head weight (a bf16 copy on CPUs with fast bf16).
+    ``cache_dtype``: the dtype of keys and values (bf16 when the caller runs it under a bf16
+    autocast, as the reference path does on CUDA; else the weights' dtype).
+    Not thread safe: one reply at a time per decoder (``ChatModel`` makes one per thread use).
+    """
+
+    def __init__(self, model, cache_dtype=None):
+        import torch
+
+        cfg = model.config
+        tr = model.transformer
+        self.model = model
+        self.n_head = cfg.n_head
+        self.n_embd = cfg.n_embd
+        self.head_dim = cfg.n_embd // cfg.n_head
+        self.ctx = int(cfg.n_positions)
+        self.eps = cfg.layer_norm_epsilon
+        self.wte, self.wpe = tr.wte.weight, tr.wpe.weight
+        self.ln_f = (tr.ln_f.weight, tr.ln_f.bias)
+        self.lm_head = model.lm_head.weight
+        self.has_head_bias = getattr(model.lm_head, "bias", None) is not None
+        device = self.wte.device
+        self.dtype = cache_dtype or self.wte.dtype
+        self.layers = []
+        for i, block in enumerate(tr.h):
+            attn, mlp = block.attn, block.mlp
+            act = _FUSED_ACTIVATIONS.get(cfg.activation_function, mlp.act)
+            self.layers.append(
+                (
+                    (block.ln_1.weight, block.ln_1.bias),
+                    attn.c_attn.weight,
+                    attn.c_attn.bias,
+                    attn.c_proj.weight,
+                    attn.c_proj.bias,
+                    (block.ln_2.weight, block.ln_2.bias),
+                    mlp.c_fc.weight,
+                    mlp.c_fc.bias,
+                    mlp.c_proj.weight,
+                    mlp.c_proj.bias,
+                    act,
+                    _attn_scale(cfg, attn, i),
+                )
+            )
+        # keys and values of all layers in one tensor: [layer, k|v, head, position, head_dim]
+        self.kv = torch.zeros((len(self.layers), 2, self.n_head, self.ctx, self.head_dim), dtype=self.dtype, device=device)
+        # per layer: the cache, its keys transposed for q @ K^T, and its values (views)
+        self.cache_views = [(kv, kv[0].transpose(1, 2), kv[1]) for kv in self.kv]
+        self.pos = 0
+        self._key = self._weights_key()
+
+    def _weights_key(self):
+        return (self.wte.data_ptr(), self.wte.device, self.wte.dtype, len(self.model.transformer.h))
+
+    def matches(self, model, cache_dtype=None) -> bool:
+        """Still usable for ``model`` (same module, weights not moved or resized)?"""
+        return model is self.model and self._key == self._weights_key() and (cache_dtype or self.wte.dtype) == self.dtype
+
+    # --- the arithmetic ---
+    def prefill(self, ids, head=None):
+        """Run the prompt ``ids`` ([1, T] or [T] long tensor) from position 0; logits of its last
+        position, [1, vocab]."""
+        import torch
+        import torch.nn.functional as F
+
+        ids = ids.reshape(-1)
+        t = int(ids.shape[0])
+        if t > self.ctx:
+            raise ValueError(f"prompt of {t} tokens is longer than the window ({self.ctx})")
+        nh, hd, c, eps = self.n_head, self.head_dim, self.n_embd, self.eps
+        x = self.wte[ids] + self.wpe[:t]
+        sdpa = F.scaled_dot_product_attention
+        ln = torch.layer_norm
+        addmm = torch.addmm
+        shape = (c,)
+        for i, (ln1, wa, ba, wp, bp, ln2, wf, bf, wm, bm, act, scale) in enumerate(self.layers):
+            h = ln(x, shape, ln1[0], ln1[1], eps)
+            q, k, v = addmm(ba, h, wa).split(c, dim=1)
+            q = q.view(t, nh, hd).transpose(0, 1)
+            k = k.view(t, nh, hd).transpose(0, 1)
+            v = v.view(t, nh, hd).transpose(0, 1)
+            self.kv[i, 0, :, :t].copy_(k)
+            self.kv[i, 1, :, :t].copy_(v)
+            a = sdpa(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), is_causal=t > 1, scale=scale)
+            x = x + addmm(bp, a[0].transpose(0, 1).reshape(t, c), wp)
+            h = ln(x, shape, ln2[0], ln2[1], eps)
+            x = x + addmm(bm, act(addmm(bf, h, wf)), wm)
+        self.pos = t
+        return self._logits(x[-1:], head)
+
+    def step(self, token: int, head=None):
+        """Run one token at the next position; its logits, [1, vocab]."""
+        import torch
+
+        pos = self.pos
+        if pos >= self.ctx:
+            raise ValueError("the window is full: prefill again")
+        nh, hd, c, eps = self.n_head, self.head_dim, self.n_embd, self.eps
+        x = torch.add(self.wte[token], self.wpe[pos]).view(1, c)
+        ln, addmm, bmm, softmax = torch.layer_norm, torch.addmm, torch.bmm, torch.softmax
+        shape = (c,)
+        end = pos + 1
+        for (ln1, wa, ba, wp, bp, ln2, wf, bf, wm, bm, act, scale), (kv, keys_t, values) in zip(self.layers, self.cache_views):
+            h = ln(x, shape, ln1[0], ln1[1], eps)
+            qkv = addmm(ba, h, wa).view(3, nh, 1, hd)
+            kv.select(2, pos).copy_(qkv.narrow(0, 1, 2).view(2, nh, hd))
+            # one query over the cache: softmax(q K^T * scale) V, per head
+            scores = bmm(qkv[0], keys_t.narrow(2, 0, end)).mul_(scale)
+            a = bmm(softmax(scores, -1), values.narrow(1, 0, end))
+            x = x + addmm(bp, a.view(1, c), wp)
+            h = ln(x, shape, ln2[0], ln2[1], eps)
+            x = x + addmm(bm, act(addmm(bf, h, wf)), wm)
+        self.pos = end
+        return self._logits(x, head)
+
+    def _logits(self, x, head):
+        import torch
+        import torch.nn.functional as F
+
+        h = torch.layer_norm(x, (self.n_embd,), self.ln_f[0], self.ln_f[1], self.eps)
+        w = head if head is not None else self.lm_head
+        if h.dtype != w.dtype:
+            h = h.to(w.dtype)
+        return F.linear(h, w, self.model.lm_head.bias if self.has_head_bias else None)
+
+
+def _attn_scale(cfg, attn, layer: int) -> float:
+    """The attention's score scale, as GPT2Attention computes it."""
+    scale = getattr(attn, "scaling", None)
+    if scale is not None:
+        return float(scale)
+    scale = (cfg.n_embd // cfg.n_head) ** -0.5 if cfg.scale_attn_weights else 1.0
+    return scale / (layer + 1) if cfg.scale_attn_by_inverse_layer_idx else scale
+
+
+def _gelu_tanh(x):
+    import torch.nn.functional as F
+
+    return F.gelu(x, approximate="tanh")
+
+
+# GPT-2's gelu_new is tanh-GELU written as seven tensor ops in Python; PyTorch's fused kernel
+# computes the same function (differences in the last float bits) in one.  Other activations
+# run the model's own module.
+_FUSED_ACTIVATIONS = {"gelu_new": _gelu_tanh, "gelu_pytorch_tanh": _gelu_tanh}
