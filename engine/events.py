@@ -131,12 +131,23 @@ class GenerationStarted:
 
 
 @dataclass(frozen=True)
+class TokenChoice:
+    """What the model thought of one generated token: its probability (softmax of the model's
+    logits at temperature 1, before any sampling setting) and its 10 most likely tokens there."""
+
+    token_id: int
+    prob: float
+    alternatives: tuple[tuple[int, float], ...]  # (token id, probability), most likely first
+
+
+@dataclass(frozen=True)
 class TokenGenerated:
     """A piece of reply text (one token, or several when a character spans tokens)."""
 
     text: str
     index: int
     elapsed_s: float
+    choices: tuple[TokenChoice, ...] = ()  # with ``stream(..., details=True)``: one per token
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from .errors import CheckpointError
-from .events import GenerationEvent, GenerationFailed, GenerationFinished, GenerationStarted, Sink, TokenGenerated
+from .events import GenerationEvent, GenerationFailed, GenerationFinished, GenerationStarted, Sink, TokenChoice, TokenGenerated
 from .settings import Sampling
 
 DECODE_CHOICES = ("auto", "fast", "reference")
@@ -109,10 +109,15 @@ class ChatModel:
         prompt: str | list[int],
         sampling: Sampling | None = None,
         stop: threading.Event | None = None,
+        details: bool = False,
     ) -> Iterator[GenerationEvent]:
-        """Yield GenerationStarted, TokenGenerated..., then GenerationFinished (or GenerationFailed)."""
+        """Yield GenerationStarted, TokenGenerated..., then GenerationFinished (or GenerationFailed).
+
+        ``details``: each TokenGenerated also carries, per token, the probability the model gave
+        it and its top-10 alternatives (from the logits the step computed anyway: a softmax and
+        a top-10 over the vocabulary, no extra forward pass)."""
         try:
-            yield from self._stream(prompt, (sampling or Sampling()).validated(), stop or threading.Event())
+            yield from self._stream(prompt, (sampling or Sampling()).validated(), stop or threading.Event(), details)
         except Exception as exc:  # a model that fails mid-reply must not take the app down
             yield GenerationFailed(error=f"{type(exc).__name__}: {exc}".splitlines()[0])
 
@@ -235,7 +240,7 @@ class ChatModel:
             self._head_cache = cached
         return cached[1]
 
-    def _stream(self, prompt, sampling: Sampling, stop: threading.Event) -> Iterator[GenerationEvent]:
+    def _stream(self, prompt, sampling: Sampling, stop: threading.Event, details: bool = False) -> Iterator[GenerationEvent]:
         import torch
         from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
@@ -272,6 +277,7 @@ class ChatModel:
             buf[0, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         detok = _Detokenizer(tok, ids[-_DETOK_CONTEXT:])
         pieces: list[str] = []
+        choices: list[TokenChoice] = []  # (details) of the tokens since the last piece
         new_tokens = 0
         first_at = last_at = None
         reason = "length"
@@ -292,6 +298,8 @@ class ChatModel:
                     if eos is not None and token == eos:
                         reason = "eos"
                         break
+                    if details:
+                        choices.append(_choice(last, token))
                     new_tokens += 1
                     if processors:
                         buf[0, len(window)] = token
@@ -303,7 +311,8 @@ class ChatModel:
                             first_at = now
                         last_at = now
                         pieces.append(piece)
-                        yield TokenGenerated(text=piece, index=new_tokens - 1, elapsed_s=now - t0)
+                        yield TokenGenerated(text=piece, index=new_tokens - 1, elapsed_s=now - t0, choices=tuple(choices))
+                        choices.clear()
                     if new_tokens >= max_new:
                         break
                     if stop.is_set():  # checked before each forward: cancelling costs no extra token
@@ -327,7 +336,7 @@ class ChatModel:
             pieces.append(tail)
             if first_at is None:
                 first_at = time.perf_counter()
-            yield TokenGenerated(text=tail, index=new_tokens, elapsed_s=time.perf_counter() - t0)
+            yield TokenGenerated(text=tail, index=new_tokens, elapsed_s=time.perf_counter() - t0, choices=tuple(choices))
         end = time.perf_counter()
         rate = (new_tokens - 1) / (last_at - first_at) if first_at and last_at and last_at > first_at and new_tokens > 1 else None
         yield GenerationFinished(
@@ -405,6 +414,17 @@ def _one_cpu_thread(device: str):
     finally:
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
+
+
+def _choice(logits, token: int) -> TokenChoice:
+    """The model's view of one step: p(token) and the top 10, from the step's raw logits."""
+    logp = logits.float()[0].log_softmax(-1)
+    top_p, top_i = logp.topk(min(10, logp.shape[-1]))
+    return TokenChoice(
+        token_id=token,
+        prob=float(logp[token].exp()),
+        alternatives=tuple(zip(top_i.tolist(), top_p.exp().tolist())),
+    )
 
 
 def _sample(scores, sampling: Sampling, gen):

@@ -227,3 +227,34 @@ def test_unknown_decode_path_is_a_clear_error(chat):
 
     with pytest.raises(CheckpointError, match="unknown decode path"):
         _chat_on(chat, "turbo")
+
+
+@pytest.mark.parametrize("decode", ["fast", "reference"])
+def test_token_details_match_a_direct_forward_pass(chat, decode):
+    """The inspector's numbers: p(token) and the top 10 at each step, recorded while streaming,
+    equal the softmax of one plain forward pass over prompt + reply."""
+    import torch
+
+    c = _chat_on(chat, decode)
+    if decode == "fast":
+        c.warm_up()
+    prompt = c.encode("And God said")
+    events = list(c.stream(prompt, Sampling(temperature=0.7, top_k=20, max_new_tokens=12, seed=4), details=True))
+    choices = [ch for e in events if isinstance(e, TokenGenerated) for ch in e.choices]
+    finished = events[-1]
+    assert isinstance(finished, GenerationFinished) and len(choices) == finished.new_tokens > 0
+    ids = prompt + [ch.token_id for ch in choices]
+    with torch.no_grad():
+        probs = chat.model(input_ids=torch.tensor([ids])).logits[0].float().softmax(-1)
+    for i, ch in enumerate(choices):
+        expected = probs[len(prompt) - 1 + i]
+        assert abs(ch.prob - float(expected[ch.token_id])) < 1e-4
+        top_p = expected.topk(10).values
+        assert len(ch.alternatives) == 10
+        assert all(abs(p - float(q)) < 1e-4 for (_, p), q in zip(ch.alternatives, top_p))  # the 10 best, in order
+        assert all(abs(p - float(expected[t])) < 1e-4 for t, p in ch.alternatives)  # each one's own probability
+    # the tokens spell the reply
+    assert chat.tokenizer.decode([ch.token_id for ch in choices]).strip() == finished.text.strip()
+    # without details, nothing extra is carried
+    plain = [e for e in c.stream(prompt, Sampling(max_new_tokens=3, seed=4)) if isinstance(e, TokenGenerated)]
+    assert all(e.choices == () for e in plain)

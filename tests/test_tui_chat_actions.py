@@ -249,3 +249,49 @@ async def test_compare_two_checkpoints_side_by_side(ckpt_home, tiny_checkpoint):
         assert screen.replies[0].text == screen.replies[1].text
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.screen is picker, 10, "back to the picker")
+
+
+async def test_token_inspector_on_a_real_reply(ckpt_home, tiny_checkpoint):
+    import torch
+    from textual.widgets import DataTable
+
+    from tui.inspector import InspectorScreen
+
+    app = MiniGPTApp()
+    async with app.run_test(size=(120, 34)) as pilot:
+        await wait_until(pilot, lambda: app.model_status == "ready", 120, "the model")
+        from engine.settings import Sampling, Settings
+
+        app.settings = Settings(sampling=Sampling(max_new_tokens=10, seed=2))
+        await pilot.press("f8")  # nothing to inspect yet
+        await pilot.pause()
+        assert not isinstance(app.screen, InspectorScreen)
+        await _send(pilot, "In the beginning")
+        reply = _turns(app)[-1]
+        assert reply.choices and len(reply.choices) >= 1
+        await pilot.press("f8")
+        await wait_until(pilot, lambda: isinstance(app.screen, InspectorScreen), 5, "the inspector")
+        screen = app.screen
+        shown = plain(screen.query_one("#inspector-text"))
+        assert shown.replace("\u2400", "") == "".join(screen.text_of(c.token_id) for c in reply.choices)
+        await pilot.press("right", "right")
+        assert screen.selected == min(2, len(reply.choices) - 1)
+        table = screen.query_one(DataTable)
+        assert table.row_count == 10
+        # the numbers against a direct forward pass
+        chat = app.chat_model
+        prompt = chat.encode_chat([{"role": "user", "content": "In the beginning"}])
+        ids = prompt + [c.token_id for c in reply.choices]
+        with torch.no_grad():
+            probs = chat.model(input_ids=torch.tensor([ids])).logits[0].float().softmax(-1)
+        i = screen.selected
+        expected = probs[len(prompt) - 1 + i]
+        first_row_prob = float(table.get_row_at(0)[2].plain)
+        assert abs(first_row_prob - float(expected.max())) < 1e-3
+        assert f"p = {float(expected[reply.choices[i].token_id]):.4f}" in plain(screen.query_one("#inspector-selected"))
+        # a click on the first token selects it
+        await pilot.click("#inspector-text", offset=(0, 0))
+        await pilot.pause()
+        assert screen.selected == 0
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not isinstance(app.screen, InspectorScreen), 5, "closed")

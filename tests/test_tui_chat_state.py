@@ -35,7 +35,7 @@ async def _fake_ready(pilot, app, chat) -> None:
 class FailingChat(FakeChat):
     """A model whose reply fails after one piece (as a model that raises mid-reply reports it)."""
 
-    def stream(self, prompt, sampling=None, stop=None):
+    def stream(self, prompt, sampling=None, stop=None, details=False):
         yield GenerationStarted(prompt_tokens=3, truncated_tokens=0, max_new_tokens=5)
         yield TokenGenerated(text="half", index=0, elapsed_s=0.001)
         yield GenerationFailed(error="RuntimeError: the model broke")

@@ -93,7 +93,7 @@ class FakeChat:
     def encode_chat(self, messages):
         return [1, 2, 3]
 
-    def stream(self, prompt, sampling=None, stop=None):
+    def stream(self, prompt, sampling=None, stop=None, details=False):
         yield GenerationStarted(prompt_tokens=3, truncated_tokens=0, max_new_tokens=len(self.pieces))
         text = ""
         for i, piece in enumerate(self.pieces):

@@ -41,6 +41,7 @@ class ChatScreen(Screen):
         Binding("ctrl+o", "copy_reply", "Copy reply", id="chat.copy"),
         Binding("ctrl+r", "regenerate", "Regenerate", id="chat.regenerate"),
         Binding("ctrl+g", "edit_last", "Edit last", id="chat.edit"),
+        Binding("f8", "inspect", "Inspect tokens", id="chat.inspect"),
     ]
 
     def __init__(self):
@@ -307,6 +308,18 @@ class ChatScreen(Screen):
         self.app.copy_to_clipboard(turn.content)  # OSC 52: works over SSH too
         self.app.notify(f"Copied the last reply ({len(turn.content):,} characters)", timeout=2)
 
+    def action_inspect(self) -> None:
+        """The token inspector over the last reply of this session."""
+        replies = [v for v in self.view.query(TurnView) if v.role == "assistant" and not v.streaming]
+        reply = replies[-1] if replies else None
+        if reply is None or not reply.choices or reply.tokenizer is None:
+            self.app.notify("No reply to inspect: token details are kept for replies made in this session", severity="warning")
+            return
+        from .inspector import InspectorScreen
+
+        tokenizer = reply.tokenizer
+        self.app.push_screen(InspectorScreen(reply.choices, lambda i: tokenizer.decode([i]), f"Token inspector \u00b7 {reply.who}"))
+
     def _drop_last_turns(self, n: int) -> None:
         """Remove the last ``n`` turns from the view and the stored conversation."""
         store = self.app.conversations
@@ -358,9 +371,11 @@ class ChatScreen(Screen):
         try:
             ids = chat.encode_chat(messages)
             pieces: list[str] = []
+            choices: list = []  # per token: its probability and the top 10 (the inspector, F8)
             posted = float("-inf")
-            for event in chat.stream(ids, sampling, stop):
+            for event in chat.stream(ids, sampling, stop, details=True):
                 if isinstance(event, TokenGenerated):
+                    choices.extend(event.choices)
                     # Batched: the first piece at once, then at most one update per interval, so
                     # the UI's work does not take the decode's turns at the GIL (ReplyDone
                     # carries the whole text, so nothing is lost between updates).
@@ -372,7 +387,7 @@ class ChatScreen(Screen):
                 elif isinstance(event, GenerationStarted):
                     self.post_message(ReplyStarted(reply_id, event))
                 elif isinstance(event, (GenerationFinished, GenerationFailed)):
-                    self.post_message(ReplyDone(reply_id, event))
+                    self.post_message(ReplyDone(reply_id, event, choices))
                     return
         except Exception as exc:  # the UI must hear about any failure
             self.post_message(ReplyDone(reply_id, GenerationFailed(error=f"{type(exc).__name__}: {exc}".splitlines()[0])))
@@ -413,6 +428,7 @@ class ChatScreen(Screen):
         else:
             stopped = event.stop_reason == "cancelled"
             reply.finish(event.text, stopped=stopped)
+            reply.choices, reply.tokenizer = message.choices, getattr(self.app.chat_model, "tokenizer", None)
             turn = Turn("assistant", event.text, stopped=stopped, checkpoint=self.reply_model)
             self.turns.append(turn)
             if self.conversation_id is not None:

@@ -83,6 +83,8 @@ class TurnView(Static):
         self.stopped = stopped
         self.error: str | None = None
         self.streaming = False
+        self.choices: list = []  # TokenChoice per token of a reply made in this session
+        self.tokenizer = None  # decodes those token ids
 
     def on_mount(self) -> None:
         self.update(self._render_text())

@@ -17,6 +17,7 @@ COMMANDS = [
     ("Copy the last reply", "To the clipboard (Ctrl+O)", "chat_action('copy_reply')"),
     ("Regenerate the last reply", "Ask the model again (Ctrl+R in the chat)", "chat_action('regenerate')"),
     ("Edit the last message", "Take it back into the input to edit and resend (Ctrl+G)", "chat_action('edit_last')"),
+    ("Inspect the last reply's tokens", "Each token's probability and the model's top 10 alternatives (F8)", "chat_action('inspect')"),
     ("Train the default model", "Start the first-run training (Ctrl+T)", "train_default"),
     ("Toggle light/dark theme", "Switch between the light and dark theme (F7)", "toggle_theme"),
     ("Help", "Keys and file locations (F6)", "help"),

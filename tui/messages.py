@@ -7,7 +7,7 @@ fast model never floods the message queue (as in the app *toolong*).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from textual.message import Message
 
@@ -52,6 +52,7 @@ class ReplyDone(Message):
 
     reply_id: int
     event: object
+    choices: list = field(default_factory=list)  # TokenChoice per token (the inspector)
 
 
 @dataclass
