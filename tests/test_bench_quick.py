@@ -72,6 +72,11 @@ def test_quick_report_is_complete(tmp_path, cli_env):
     assert json.loads(proc.stdout[: proc.stdout.rindex("}") + 1]) == report  # the JSON printed is the one written
     assert "train useful bytes/s" in proc.stdout  # and the table, bytes/s first
     assert proc.stdout.index("train useful bytes/s") < proc.stdout.index("train useful tokens/s")
+    check_report(report)
+
+
+def check_report(report: dict) -> None:
+    """Every key present, and the figures consistent with each other."""
     for key in REQUIRED:
         value = _get(report, key)
         if key.startswith("machine."):
@@ -95,7 +100,10 @@ def test_quick_report_is_complete(tmp_path, cli_env):
     for bpb in (q["baseline_bpb"], q["engine_bpb"], q["curve_set"]["baseline_bpb"], q["curve_set"]["engine_final_bpb"]):
         assert 0.3 < bpb < 8, q  # bits per byte of a model that has seen some text
     # time to quality: the baseline is scored on the very text of the engine's curve
-    assert q["curve_set"]["bytes"]["baseline"] == q["curve_set"]["bytes"]["engine"], q["curve_set"]
+    # (the first token of each block has no prediction, and the two tokenizers cut blocks at
+    # different places: the scored bytes differ by those few tokens only)
+    scored = q["curve_set"]["bytes"]
+    assert abs(scored["baseline"] - scored["engine"]) <= 0.02 * scored["engine"], q["curve_set"]
     reach = q["engine_seconds_to_baseline_bpb"]
     if reach is not None:
         assert reach <= q["engine_train_s"] + 1
