@@ -41,13 +41,15 @@ class Recorder:
 
 
 def train(data: str, name: str, *, max_steps: int, eval_every: int, eval_blocks: int, budget_s: float | None = None,
-          tokenizer: str = TOKENIZER, batch_size: int | None = None, sample_tokens: int = 8):
+          tokenizer: str = TOKENIZER, batch_size: int | None = None, sample_tokens: int = 8, preset: str = "seed",
+          device: str = "auto"):
     from engine.train import TrainConfig, TrainingJob
 
     rec = Recorder(budget_s)
     cfg = TrainConfig(
         dataset=data,
-        preset="seed",
+        preset=preset,
+        device=device,
         tokenizer=tokenizer,
         max_steps=max_steps,
         eval_every=eval_every,

@@ -1,6 +1,7 @@
 """Peak resident memory of one task, measured in a fresh process.
 
-``python -m bench.rss train DATA STEPS [TOKENIZER]``: train the seed preset for STEPS steps.
+``python -m bench.rss train DATA STEPS [TOKENIZER]``: train the seed preset for STEPS steps with
+the product's evaluation settings (``TrainConfig`` defaults: 256 validation blocks, 48-token sample).
 ``python -m bench.rss chat CHECKPOINT TOKENS``: load a checkpoint and stream a reply.
 Prints one JSON line: {"peak_rss_mb": ...} (this process's VmHWM / ru_maxrss).
 The parent runs it with the bench's environment (XDG dirs, offline).
@@ -43,9 +44,10 @@ def main(argv: list[str]) -> int:
 
         data, steps = argv[1], int(argv[2])
         tokenizer = argv[3] if len(argv) > 3 else "gpt2"
+        # the product's settings (eval_blocks, sample length: TrainConfig's defaults), one eval at the end
         result = TrainingJob(
             TrainConfig(dataset=data, preset="seed", tokenizer=tokenizer, max_steps=steps, eval_every=steps,
-                        eval_blocks=8, sample_tokens=8, name=f"rss-{tokenizer.replace(':', '-')}")
+                        name=f"rss-{tokenizer.replace(':', '-')}")
         ).run()
         ok = isinstance(result, TrainFinished)
     elif what == "chat":

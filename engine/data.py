@@ -29,7 +29,7 @@ import numpy as np
 
 from . import paths
 from .errors import DataError, HubUnavailable
-from .hub import hub_reachable
+from .hub import hub_reachable, unreachable_note
 
 DEFAULT_DATASET = "wikitext"
 DEFAULT_CONFIG = "wikitext-2-raw-v1"
@@ -100,7 +100,7 @@ def resolve(spec: str | None, config: str | None = None, notify: Notify | None =
         config = config or DEFAULT_CONFIG
         if not hub_reachable():
             if notify:
-                notify("Hugging Face Hub not reachable: training on the built-in corpus (King James Bible) instead of WikiText-2")
+                notify(f"{unreachable_note()}: training on the built-in corpus (King James Bible) instead of WikiText-2")
             return builtin_source()
     return hub_source(spec, config)
 
@@ -112,7 +112,7 @@ def hub_source(name: str, config: str | None) -> TextSource:
         try:
             dsd = datasets.load_dataset(name, config, download_mode="reuse_dataset_if_exists")
         except Exception:
-            raise HubUnavailable(f"cannot reach the Hugging Face Hub to load dataset '{name}'; {OFFLINE_HINT}") from None
+            raise HubUnavailable(f"cannot load dataset '{name}': {unreachable_note()} and it is not in the local cache; {OFFLINE_HINT}") from None
     else:
         try:
             dsd = datasets.load_dataset(name, config)

@@ -8,7 +8,6 @@ and top-p.  It yields typed events; ``GenerationJob`` runs it on a worker thread
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import os
 import threading
@@ -55,9 +54,11 @@ class ChatModel:
         from .checkpoints import CheckpointStore
         from .model import pick_device
 
+        from .model import to_inference_dtype
+
         dev, _ = pick_device(device)
         model, tokenizer, info = (store or CheckpointStore()).load(name, dev)
-        return cls(model=model, tokenizer=tokenizer, name=name, device=dev, meta=info.meta)
+        return cls(model=model, tokenizer=tokenizer, name=name, device=dev, dtype=to_inference_dtype(model, dev), meta=info.meta)
 
     @classmethod
     def from_folder(cls, path, name: str | None = None, device: str = "auto") -> "ChatModel":
@@ -75,9 +76,11 @@ class ChatModel:
             problem = safetensors_problem(w)
             if problem:
                 raise CheckpointError(f"{path.name}: {problem}")
+        from .model import to_inference_dtype
+
         dev, _ = pick_device(device)
         model, tokenizer = load_model_dir(path, dev)
-        return cls(model=model, tokenizer=tokenizer, name=name or path.name, device=dev)
+        return cls(model=model, tokenizer=tokenizer, name=name or path.name, device=dev, dtype=to_inference_dtype(model, dev))
 
     # --- prompts ---
     @property
@@ -398,22 +401,11 @@ class _FastRunner:
         return self.dec.step(token, self.head)
 
 
-@contextlib.contextmanager
 def _one_cpu_thread(device: str):
-    """Decode on one intra-op thread (CPU only; the setting is per thread, so a training run on
-    another thread keeps its own).  A decode step is many tiny ops: splitting each over two
-    cores buys nothing, and when the cores are busy (training, other processes) waiting for the
-    second thread made steps up to 10x slower (bench/)."""
-    import torch
+    """Decode on one intra-op thread without changing training's threads (engine/threads.py)."""
+    from .threads import one_decode_thread
 
-    before = torch.get_num_threads()
-    if device == "cpu" and before > 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
+    return one_decode_thread(device)
 
 
 def _choice(logits, token: int) -> TokenChoice:

@@ -109,8 +109,28 @@ def cpu_has_fast_bf16() -> bool:
     return False
 
 
+def cuda_dtype(capability: tuple[int, int]) -> str:
+    """The half precision for a CUDA card of this compute capability: bf16 from 8.0 (Ampere and
+    later run it natively); fp16 before that (with a gradient scaler in training).  On T4/V100
+    ``torch.cuda.is_bf16_supported()`` says yes too, but there bf16 is emulated and slow."""
+    return "bf16" if tuple(capability)[0] >= 8 else "fp16"
+
+
+def to_inference_dtype(model, device: str) -> str:
+    """Cast a model for chatting: half precision on CUDA (bf16 or fp16, as ``cuda_dtype``), fp32
+    weights on CPU.  Returns the dtype name to autocast with."""
+    if device != "cuda":
+        return "fp32"
+    import torch
+
+    dtype = cuda_dtype(torch.cuda.get_device_capability())
+    model.to(torch.bfloat16 if dtype == "bf16" else torch.float16)
+    return dtype
+
+
 def pick_device(requested: str = "auto") -> tuple[str, str]:
-    """(device, dtype) for training and generation: dtype is 'bf16' where it is faster, else 'fp32'."""
+    """(device, dtype) for training and generation: on CUDA bf16 or fp16 (``cuda_dtype``); on CPU
+    'bf16' where it is faster (AVX512-BF16/AMX), else 'fp32'."""
     import torch
 
     if requested not in ("auto", "cpu", "cuda"):
@@ -119,7 +139,7 @@ def pick_device(requested: str = "auto") -> tuple[str, str]:
         raise UsageError("--device cuda: no CUDA GPU is available here")
     device = "cuda" if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()) else "cpu"
     if device == "cuda":
-        return device, "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return device, cuda_dtype(torch.cuda.get_device_capability())
     return device, "bf16" if cpu_has_fast_bf16() else "fp32"
 
 
@@ -130,4 +150,6 @@ def autocast(device: str, dtype: str):
 
     if dtype == "bf16":
         return torch.autocast(device_type=device, dtype=torch.bfloat16)
+    if dtype == "fp16":
+        return torch.autocast(device_type=device, dtype=torch.float16)
     return contextlib.nullcontext()

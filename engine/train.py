@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import data as data_mod
+from . import distributed as dist
 from . import tokenizer as tok_mod
 from .checkpoints import META_FILE, RESUME_DIR, CheckpointStore, link_or_copy, validate_name
 from .errors import CheckpointError, EngineError, UsageError
@@ -42,6 +43,7 @@ from .model import PRESETS, get_preset
 MODEL_FILES = ("model.safetensors", "config.json", "generation_config.json")
 RESUME_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json")  # + rng_state*.pth
 MAX_BLOCK = 16_384
+SAVING = "saving"  # TrainingJob.doing while a checkpoint is written
 
 
 @dataclass
@@ -67,7 +69,7 @@ class TrainConfig:
     grad_accum: int = 1
     eval_blocks: int = 256
     sample_tokens: int = 48
-    dtype: str | None = None  # None: bf16 where faster; "fp32" or "bf16" to force
+    dtype: str | None = None  # None: as pick_device (bf16/fp16 on CUDA, bf16 on fast-bf16 CPUs); or force one
 
     def check(self) -> "TrainConfig":
         """Raise UsageError for values out of range (before anything is loaded or written)."""
@@ -98,8 +100,8 @@ class TrainConfig:
             get_preset(self.preset)
         if self.device not in ("auto", "cpu", "cuda"):
             raise UsageError(f"unknown device '{self.device}': use auto, cpu or cuda")
-        if self.dtype not in (None, "fp32", "bf16"):
-            raise UsageError("dtype must be fp32 or bf16")
+        if self.dtype not in (None, "fp32", "bf16", "fp16"):
+            raise UsageError("dtype must be fp32, bf16 or fp16")
         tok_mod.parse_spec(self.tokenizer)
         if self.name is not None:
             validate_name(self.name)
@@ -143,6 +145,7 @@ class TrainingJob:
         self.thread: threading.Thread | None = None
         self.result = None
         self.name: str | None = None
+        self.doing = "preparing the run"  # what the run is doing now, for error messages
 
     # --- control ---
     def start(self) -> "TrainingJob":
@@ -187,16 +190,24 @@ class TrainingJob:
         except EngineError as exc:
             self.result = TrainFailed(error=str(exc), exit_code=exc.exit_code)
         except OSError as exc:
-            what = f"could not save checkpoint '{self.name}'" if self.name else "training failed"
-            self.result = TrainFailed(error=f"{what}: {exc.strerror or exc}; the previous save is intact")
+            files = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f)
+            self.result = TrainFailed(error=self._os_error_message(exc.strerror or " ".join(str(exc).split()), files))
         except Exception as exc:  # a bug or a library failure: still one line for the user
             text = " ".join(str(exc).split())
             if "No space left" in text or "os error 28" in text:  # safetensors' writer raises its own type
-                self.result = TrainFailed(error=f"could not save checkpoint '{self.name}': No space left on device; the previous save is intact")
+                self.result = TrainFailed(error=self._os_error_message("No space left on device", None))
             else:
-                self.result = TrainFailed(error=f"training failed: {type(exc).__name__}: {text}")
+                self.result = TrainFailed(error=f"{self.doing} failed: {type(exc).__name__}: {text}")
         self.emit(self.result)
         return self.result
+
+    def _os_error_message(self, reason: str, filename) -> str:
+        """One line saying what failed: a checkpoint save (the previous one is intact), or the
+        step that was under way (reading the dataset, loading the tokenizer, writing the cache)."""
+        where = f" ({filename})" if filename else ""
+        if self.doing == SAVING:
+            return f"could not save checkpoint '{self.name}': {reason}{where}; the previous save is intact"
+        return f"{self.doing} failed: {reason}{where}"
 
     def _check_stop(self) -> None:
         if self.stop.is_set():
@@ -205,7 +216,11 @@ class TrainingJob:
     def _run(self):
         cfg = self.config
         notify = lambda message: self.emit(Notice(message))  # noqa: E731
-        self.name = cfg.resume or cfg.name or self._default_name(cfg)
+        if dist.several():  # join the process group first: the ranks agree on the name below
+            from .model import pick_device
+
+            dist.setup(pick_device(cfg.device)[0])
+        self.name = cfg.resume or cfg.name or dist.agree(self._default_name(cfg))
         # Hold the checkpoint's write lock for the whole run: a second process (or app) that
         # tries to write the same name gets a clear "being written by pid N" error.
         lock = self.store.lock(self.name) if self.is_main else contextlib.nullcontext()
@@ -251,25 +266,16 @@ class TrainingJob:
 
         # tokenizer and data
         kind, bpe_size = tok_mod.parse_spec(cfg.tokenizer)
+        self.doing = "reading the dataset"
         source = data_mod.resolve(cfg.dataset, cfg.dataset_config, notify)
         self._check_stop()
-        if ckpt_dir is not None:
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(str(ckpt_dir), local_files_only=True)
-        elif kind == "bpe":
-            tokenizer = tok_mod.train_bpe(
-                lambda: (t for batch in source.iter_text("train") for t in batch), bpe_size, source.key, notify
-            )
-        elif kind == "path":
-            tokenizer = tok_mod.load_from(cfg.tokenizer)
-        elif cfg.init:
-            tokenizer = tok_mod.load_from(cfg.init)
-        else:
-            tokenizer = tok_mod.load_gpt2(notify)
+        self.doing = "loading the tokenizer"
+        with dist.main_first():  # the main process builds cached tokenizers; the others load them
+            tokenizer = self._load_tokenizer(cfg, kind, bpe_size, source, ckpt_dir, notify)
         self._check_stop()
 
         # model
+        self.doing = "loading the model"
         if ckpt_dir is not None:
             model, _ = load_model_dir(ckpt_dir)
             model.train()
@@ -284,8 +290,11 @@ class TrainingJob:
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
             raise UsageError(f"the tokenizer ({len(tokenizer)} tokens) does not fit the model's vocabulary")
 
-        packed = data_mod.pack(source, tokenizer, block_size, notify)
+        self.doing = "tokenizing the dataset (into the cache)"
+        with dist.main_first():  # the main process writes the packed cache; the others read it
+            packed = data_mod.pack(source, tokenizer, block_size, notify)
         self._check_stop()
+        self.doing = "preparing the run"
         train_set = packed.blocks("train")
         val_set = packed.blocks("validation", limit=cfg.eval_blocks)
 
@@ -308,9 +317,6 @@ class TrainingJob:
         lr = cfg.lr or preset.lr
         warmup = cfg.warmup_steps if cfg.warmup_steps is not None else min(200, total // 20)
         run_dir = self.store.run_dir(self.name)
-        if self.is_main:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        run_dir.mkdir(parents=True, exist_ok=True)
 
         args = TrainingArguments(
             output_dir=str(run_dir),
@@ -335,6 +341,7 @@ class TrainingJob:
             disable_tqdm=True,
             seed=cfg.seed,
             bf16=dtype == "bf16",
+            fp16=dtype == "fp16",  # the Trainer adds the gradient scaler
             use_cpu=device == "cpu",
             dataloader_num_workers=0,
             dataloader_pin_memory=device == "cuda",
@@ -342,6 +349,7 @@ class TrainingJob:
             ddp_backend=("gloo" if device == "cpu" else "nccl") if self.world_size > 1 else None,
             ddp_find_unused_parameters=False,
         )
+        resume_from = self._prepare_run_dir(run_dir, ckpt_dir, start_step)
         context = dict(
             source=source,
             tokenizer=tokenizer,
@@ -376,10 +384,11 @@ class TrainingJob:
 
         trainer.remove_callback(PrinterCallback)  # events replace the Trainer's own printing
         trainer.remove_callback(ProgressCallback)
-        resume_from = self._stage_resume(ckpt_dir, run_dir, start_step) if ckpt_dir is not None else None
         torch.manual_seed(cfg.seed)
+        self.doing = "training"
         trainer.train(resume_from_checkpoint=resume_from)
         step = trainer.state.global_step
+        dist.wait_for_everyone()
         if self.is_main:
             shutil.rmtree(run_dir, ignore_errors=True)
         if self.stop.is_set():
@@ -393,6 +402,32 @@ class TrainingJob:
             bits_per_byte=last.bits_per_byte if last else None,
             elapsed_s=time.time() - started,
         )
+
+    def _load_tokenizer(self, cfg: TrainConfig, kind: str, bpe_size, source, ckpt_dir, notify):
+        if ckpt_dir is not None:
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(str(ckpt_dir), local_files_only=True)
+        if kind == "bpe":
+            return tok_mod.train_bpe(lambda: (t for batch in source.iter_text("train") for t in batch), bpe_size, source.key, notify)
+        if kind == "path":
+            return tok_mod.load_from(cfg.tokenizer)
+        if cfg.init:
+            return tok_mod.load_from(cfg.init)
+        return tok_mod.load_gpt2(notify)
+
+    def _prepare_run_dir(self, run_dir: Path, ckpt_dir: Path | None, step: int) -> str | None:
+        """A clean Trainer output folder, with the checkpoint to resume from staged in it.  The
+        main process alone writes it; the other ranks wait, then read the same staged folder."""
+        self.doing = f"staging checkpoint '{self.name}' to resume from" if ckpt_dir is not None else "preparing the run folder"
+        with dist.main_first():
+            if self.is_main:
+                shutil.rmtree(run_dir, ignore_errors=True)
+                run_dir.mkdir(parents=True, exist_ok=True)
+                if ckpt_dir is not None:
+                    self._stage_resume(ckpt_dir, run_dir, step)
+        self.doing = "preparing the run"
+        return str(run_dir / f"checkpoint-{step}") if ckpt_dir is not None else None
 
     def _stage_resume(self, ckpt_dir: Path, run_dir: Path, step: int) -> str:
         """Lay a published checkpoint out as the Trainer's ``checkpoint-N`` folder."""
@@ -458,6 +493,11 @@ def _make_callback_class():
             self.session_steps += 1
             rate = c["tokens_per_step"] / took if took > 0 else 0.0
             self.rate = rate if self.rate is None else 0.8 * self.rate + 0.2 * rate
+            # every rank stops at the same step, and all save or none do
+            stop, drop = dist.any_rank(job.stop.is_set(), job.stop.is_set() and not job.save_on_stop)
+            if stop:
+                job.save_on_stop = not drop
+                job.stop.set()
             step = state.global_step
             last = step >= state.max_steps
             if job.is_main and (step % c["eval_every"] == 0 or last or job.stop.is_set()):
@@ -470,6 +510,7 @@ def _make_callback_class():
             if job.stop.is_set():
                 control.should_training_stop = True
                 control.should_save = job.save_on_stop
+            job.doing = SAVING if control.should_save else "training"  # the Trainer saves right after this hook
             return control
 
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -530,6 +571,7 @@ def _make_callback_class():
                     files[f"{RESUME_DIR}/{f.name}"] = f
             meta = self.meta(state)
             path = job.store.publish(job.name, files, meta, write_extra=lambda d: c["tokenizer"].save_pretrained(str(d)))
+            job.doing = "training"
             self.saved_step = state.global_step
             job.emit(CheckpointSaved(name=job.name, step=state.global_step, path=str(path)))
 

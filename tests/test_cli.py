@@ -50,9 +50,17 @@ def test_train_list_generate_eval(env):
     result = json.loads(r.stdout)
     assert result["split"] == "validation" and result["bits_per_byte"] > 0 and result["tokens"] > 1000
 
-    r = run(["chat", "--plain", "--checkpoint", "t1", "--max-new-tokens", "6", "--seed", "2"], env, input="Hello there\nAnd again\n")
+    # the chat's first reply is the continuation of the first line (same sampling, same seed)
+    sampling = ["--max-new-tokens", "6", "--seed", "2", "--temperature", "1.0"]
+    first = run(["generate", "--checkpoint", "t1", "--prompt", "Hello there", *sampling], env)
+    assert first.returncode == 0, first.stderr
+    first_reply = first.stdout[:-1]
+    assert first_reply.strip(), "generate gave an empty reply"
+    r = run(["chat", "--plain", "--checkpoint", "t1", *sampling], env, input="Hello there\nAnd again\n")
     assert r.returncode == 0, r.stderr
-    assert len([line for line in r.stdout.splitlines()]) >= 2
+    assert r.stdout.startswith(first_reply + "\n"), (r.stdout, first_reply)
+    second_reply = r.stdout[len(first_reply) + 1 :]
+    assert second_reply.endswith("\n") and second_reply[:-1].strip(), r.stdout  # a second, non-empty reply
 
     r = run(["checkpoints", "rename", "t1", "t2"], env)
     assert r.returncode == 0

@@ -53,15 +53,22 @@ def test_kill_9_twenty_times_loses_nothing(tmp_path):
         proc = subprocess.Popen(minigpt_cmd() + args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         # wait until it trains (imports take seconds), then kill at a random moment: mid-step or mid-save
         started = time.time()
+        training = False
         for line in proc.stderr:
-            if line.startswith(("step ", "saved ")) or time.time() - started > 120:
+            if line.startswith(("step ", "saved ")):
+                training = True
                 break
+            if time.time() - started > 120:
+                break
+        assert training, f"round {i}: the run never reached a training step (exit {proc.poll()})"
         time.sleep(rng.uniform(0.0, 2.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         proc.stderr.close()
-        survived += 1
+        # a survival is a run that was still training when the kill landed, after which the store checks out
+        killed = proc.returncode == -signal.SIGKILL
         infos = _verify_store(root)
+        survived += killed
         if infos:
             assert [c.name for c in infos] == ["k"]
             steps = infos[0].meta["steps"]
@@ -77,35 +84,60 @@ def test_kill_9_twenty_times_loses_nothing(tmp_path):
     assert CheckpointStore(root).get("k").meta["steps"] == last_steps + 2
 
 
+# Where a tmpfs cannot be mounted, the save's write itself fails with ENOSPC: the checkpoint
+# writer (safetensors) raises the same "No space left on device" error a full disk gives.
+_INJECT_ENOSPC = """
+import errno, os
+import transformers.modeling_utils as modeling_utils
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(args[1] if len(args) > 1 else kwargs.get("filename")))
+
+modeling_utils.safe_save_file = _disk_full
+"""
+
+
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 60 MB tmpfs for the data dir (skips where mounting is not allowed)."""
+    """(folder, inject): a 60 MB tmpfs for the data dir; where mounting is not allowed, a plain
+    folder and ``inject=True`` (the save's write fails with ENOSPC instead of a real full disk)."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=60m", "tmpfs", str(mnt)], capture_output=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=120m", "tmpfs", str(mnt)], capture_output=True)
     if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
-    yield mnt
+        yield mnt, True
+        return
+    yield mnt, False
     subprocess.run(["umount", "-l", str(mnt)])
 
 
 def test_disk_full_during_save_keeps_previous_checkpoint(tmp_path, small_disk):
+    small_disk, inject = small_disk
     env = _env(tmp_path, data_dir=small_disk)
     base = ["train", "--dataset", "builtin", "--preset", "tiny", "--eval-every", "100"]
     r = subprocess.run(minigpt_cmd() + base + ["--max-steps", "2", "--name", "full"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     root = small_disk / "minigpt-tui" / "checkpoints"
     before = CheckpointStore(root).get("full").meta["steps"]
-    # fill the disk, leaving a little room so training starts but the next save cannot finish
-    free = shutil.disk_usage(small_disk).free
-    with open(small_disk / "filler", "wb") as f:
-        f.write(b"\0" * max(0, free - 2_000_000))
+    if inject:
+        (tmp_path / "inject").mkdir()
+        (tmp_path / "inject" / "sitecustomize.py").write_text(_INJECT_ENOSPC)
+        env["PYTHONPATH"] = f"{tmp_path / 'inject'}{os.pathsep}{env['PYTHONPATH']}"
+    else:
+        # fill the disk, leaving room to stage the resume (a copy of the optimizer state) but not
+        # for the next save (weights, optimizer state)
+        staging = sum(f.stat().st_size for f in (root / "full" / "resume").iterdir())
+        free = shutil.disk_usage(small_disk).free
+        with open(small_disk / "filler", "wb") as f:
+            f.write(b"\0" * max(0, free - staging - (root / "full" / "model.safetensors").stat().st_size // 2))
     r = subprocess.run(minigpt_cmd() + ["train", "--resume", "full", "--max-steps", "4"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 1, r.stderr
     errors = [line for line in r.stderr.splitlines() if line.startswith("minigpt-tui:")]
     assert len(errors) == 1 and "No space left on device" in errors[0], r.stderr
+    assert "could not save checkpoint 'full'" in errors[0] and "the previous save is intact" in errors[0], errors
     assert "Traceback" not in r.stderr
-    (small_disk / "filler").unlink()
+    if not inject:
+        (small_disk / "filler").unlink()
     infos = _verify_store(root)
     assert [i.name for i in infos] == ["full"] and infos[0].meta["steps"] == before
 

@@ -1,3 +1,4 @@
+import copy
 import threading
 
 import pytest
@@ -11,6 +12,14 @@ from engine.settings import Sampling
 @pytest.fixture(scope="module")
 def chat(tiny_checkpoint):
     return ChatModel.from_checkpoint(tiny_checkpoint, device="cpu")
+
+
+def with_eos(chat, token_id):
+    """The same model with another end token (None: no end token, so only the length stops it)."""
+    tok = copy.deepcopy(chat.tokenizer)
+    tok.eos_token = None if token_id is None else tok.convert_ids_to_tokens(token_id)
+    assert tok.eos_token_id == token_id
+    return ChatModel(model=chat.model, tokenizer=tok, name=chat.name, device=chat.device)
 
 
 def run(chat, prompt, sampling, stop=None):
@@ -48,22 +57,36 @@ def test_prompt_longer_than_context_is_cut_from_the_left(chat):
     assert started.truncated_tokens > 0 and started.prompt_tokens <= chat.n_positions
     done = events[-1]
     assert isinstance(done, GenerationFinished)
-    # more new tokens than the window holds: the window slides instead of failing
-    if done.stop_reason == "length":
-        assert done.new_tokens == 100
+    assert done.stop_reason in ("eos", "length")
+
+
+def test_reply_longer_than_the_window_slides_it(chat):
+    """Without an end token the reply runs to max_new_tokens, past the 64-position window."""
+    events = run(with_eos(chat, None), "and the king said " * 400, Sampling(max_new_tokens=100, seed=1))
+    done = events[-1]
+    assert isinstance(done, GenerationFinished), done
+    assert done.stop_reason == "length" and done.new_tokens == 100
+    assert len([e for e in events if isinstance(e, TokenGenerated)]) >= 90
+
+
+def test_end_token_stops_the_reply_and_is_not_shown(chat):
+    greedy = Sampling(max_new_tokens=5, temperature=0)
+    first = chat.encode(chat.generate_text("And God said", greedy))[0]
+    done = run(with_eos(chat, first), "And God said", greedy)[-1]  # the token greedy picks first is now the end
+    assert isinstance(done, GenerationFinished)
+    assert done.stop_reason == "eos" and done.new_tokens == 0 and done.text == ""
 
 
 def test_cancel_takes_effect_within_one_token(chat):
     stop = threading.Event()
     seen = []
-    for event in chat.stream("And", Sampling(max_new_tokens=500, seed=1, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0), stop):
+    for event in with_eos(chat, None).stream("And", Sampling(max_new_tokens=500, seed=1, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0), stop):
         seen.append(event)
         if isinstance(event, TokenGenerated) and event.index >= 2:
             stop.set()
     done = seen[-1]
-    assert done.stop_reason in ("cancelled", "eos")
-    if done.stop_reason == "cancelled":
-        assert done.new_tokens <= 4
+    assert isinstance(done, GenerationFinished)
+    assert done.stop_reason == "cancelled" and 3 <= done.new_tokens <= 4
 
 
 def test_generation_job_runs_on_a_worker_thread(chat):

@@ -9,6 +9,13 @@ from engine.errors import UsageError
 from engine.train import TrainConfig, TrainingJob
 
 
+def wait_for(condition, deadline: float, what: str) -> None:
+    """Poll until ``condition()``; a timeout is a failure, never a silent fall-through."""
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
 def tiny(**kw):
     base = dict(dataset="builtin", preset="tiny", eval_blocks=4, sample_tokens=8)
     base.update(kw)
@@ -43,18 +50,16 @@ def test_worker_thread_cancel_within_one_step_and_resume(fresh_dirs):
     job = TrainingJob(tiny(max_steps=200, eval_every=100, save_every=100, name="stopme"), log)
     job.start()
     deadline = time.time() + 120
-    while not any(s.step >= 3 for s in log.of(ev.TrainStep)) and time.time() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: any(s.step >= 3 for s in log.of(ev.TrainStep)), deadline, "step 3")
     job.pause()
-    time.sleep(1.0)
-    while not log.of(ev.TrainPaused) and time.time() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: log.of(ev.TrainPaused), deadline, "the pause")
     paused_at = log.of(ev.TrainPaused)[0].step
     time.sleep(1.0)
     assert max(s.step for s in log.of(ev.TrainStep)) <= paused_at  # nothing moves while paused
+    assert job.running and not log.of(ev.TrainResumed)
     job.resume()
-    while not any(s.step > paused_at for s in log.of(ev.TrainStep)) and time.time() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: any(s.step > paused_at for s in log.of(ev.TrainStep)), deadline, "a step after resuming")
+    assert [e.step for e in log.of(ev.TrainResumed)] == [paused_at]
     job.cancel(save=True)
     stopped_at = max(s.step for s in log.of(ev.TrainStep))
     result = job.join(120)
@@ -132,3 +137,21 @@ def test_cancel_before_training_starts(fresh_dirs):
     result = job.run()
     assert isinstance(result, ev.TrainCancelled) and not result.saved
     assert not CheckpointStore().path("early").exists()
+
+
+def test_os_errors_say_what_failed_not_a_save(fresh_dirs, tmp_path, monkeypatch, tiny_checkpoint_dir):
+    """A cache that cannot be written is reported as such, not as a failed checkpoint save."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker / "cache"))
+    # GPT-2's offline tokenizer is laid out in the cache first
+    result = TrainingJob(tiny(max_steps=1, name="nocache1")).run()
+    assert isinstance(result, ev.TrainFailed), result
+    assert result.error.startswith("loading the tokenizer failed: Not a directory"), result.error
+    assert str(blocker) in result.error and "save" not in result.error
+    # a tokenizer from a folder: now the packed dataset is the first thing written to the cache
+    result = TrainingJob(tiny(max_steps=1, name="nocache2", tokenizer=str(tiny_checkpoint_dir))).run()
+    assert isinstance(result, ev.TrainFailed), result
+    assert result.error.startswith("tokenizing the dataset (into the cache) failed: Not a directory"), result.error
+    assert "save" not in result.error
+    assert CheckpointStore().list() == []

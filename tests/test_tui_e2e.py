@@ -12,10 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from conftest import skip_unless_ci
 from test_tui_support import ckpt_home  # noqa: F401  (fixture)
 
 TMUX = shutil.which("tmux")
-pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed (apt-get install -y tmux); CI installs it")
+pytestmark = pytest.mark.slow  # a real terminal and the installed command: run with -m slow (CI does)
+
+
+@pytest.fixture(autouse=True)
+def need_tmux():
+    if TMUX is None:
+        skip_unless_ci("tmux is not installed (apt-get install -y tmux)")
 
 
 def _command() -> str:

@@ -81,7 +81,14 @@ async def test_huge_paste_control_chars_and_empty_input(fresh_dirs):
         user, reply = list(app.screen.query(TurnView))
         assert user.text == pasted.strip() or user.text == pasted
         assert reply.text == "ok\x1b[2J[b]x[/b]"
-        # still responsive: switch screens and back
+        # still responsive: switch screens and back, and the input takes new text
         await pilot.press("f3")
+        await wait_until(pilot, lambda: app.screen is app.views.get("checkpoints"), 10, "the checkpoints screen")
         await pilot.press("f1")
-        assert app.screen.query_one(ChatInput)
+        await wait_until(pilot, lambda: app.screen is chat, 10, "the chat screen again")
+        inp = chat.query_one(ChatInput)
+        inp.focus()
+        await wait_until(pilot, lambda: app.focused is inp, 5, "focus on the input")
+        inp.load_text("")
+        await pilot.press("h", "i")
+        assert inp.text == "hi"

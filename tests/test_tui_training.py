@@ -36,7 +36,7 @@ async def test_form_validation_refuses_bad_values(fresh_dirs):
             ({"steps": "-5"}, "steps", "steps"),
             ({"lr": "5"}, "lr", "lr"),
             ({"name": "../evil"}, "invalid checkpoint name", "name"),
-            ({"tokenizer": "bpe:x"}, "", "tokenizer"),
+            ({"tokenizer": "bpe:x"}, "bpe:n with n a whole number", "tokenizer"),
         ]:
             _fill(screen, **{"name": "", "steps": "", "lr": "", "tokenizer": "", **values})
             await pilot.press("ctrl+r")
