@@ -244,7 +244,8 @@ class TrainingJob:
                     block_size=previous.get("block_size") or cfg.block_size,
                     batch_size=cfg.batch_size or previous.get("batch_size"),
                     lr=cfg.lr or previous.get("lr"),
-                    max_steps=cfg.max_steps or previous.get("planned_steps"),
+                    # a new --time replaces the old plan's step count; --max-steps sets one
+                    max_steps=cfg.max_steps or (None if cfg.time_budget else previous.get("planned_steps")),
                     optimizer=self._resumed_optimizer(cfg, previous),
                     word_level=cfg.word_level or bool(previous.get("word_level")),
                 )

@@ -73,3 +73,14 @@ def test_resume_continues_the_budget_that_remains_or_takes_a_new_one():
         _resume({"time_budget_s": 180.0, "budget_used_s": 180.0})
     cfg, offset = _resume({"planned_steps": 40})  # a run without a budget is unchanged
     assert cfg.time_budget is None
+
+
+def test_cli_time_flag(capsys):
+    from engine.cli import build_parser, main
+
+    assert build_parser().parse_args(["train", "--time", "1h30m"]).time == 5400
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--time", "30"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--time" in err and "30m or 30s" in err

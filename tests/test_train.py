@@ -102,6 +102,10 @@ def test_trained_bpe_tokenizer_is_saved_with_the_checkpoint(fresh_dirs):
         ({"name": "../x"}, "invalid checkpoint name"),
         ({"tokenizer": "bpe:x"}, "bpe:N"),
         ({"device": "tpu"}, "unknown device"),
+        ({"time_budget": -5.0}, "--time"),
+        ({"arch": "rnn"}, "unknown architecture"),
+        ({"optimizer": "sgd"}, "unknown optimizer"),
+        ({"arch": "llama", "init": "gpt2"}, "--arch"),
     ],
 )
 def test_bad_config_is_a_usage_error(kwargs, needle):
