@@ -222,3 +222,33 @@ def test_llama_and_muon_train_save_and_generate(fresh_dirs, arch, optimizer):
     events = list(chat.stream("In the beginning", Sampling(max_new_tokens=6, seed=1), threading.Event()))
     finished = [e for e in events if isinstance(e, GenerationFinished)]
     assert finished and finished[0].new_tokens > 0
+
+
+@pytest.mark.slow
+def test_resume_continues_what_remains_of_the_budget(fresh_dirs):
+    from engine.schedule import budget_lr_factor
+
+    log = ev.EventLog()
+    budget = 16.0
+    job = TrainingJob(tiny(time_budget=budget, eval_every=1000, tokenizer="bpe:512", name="halfway"), log)
+    job.start()
+    deadline = time.time() + 120
+    while not any((s.train_s or 0) >= 4 for s in log.of(ev.TrainStep)) and time.time() < deadline:
+        time.sleep(0.05)
+    job.cancel(save=True)
+    stopped = job.join(120)
+    assert isinstance(stopped, ev.TrainCancelled) and stopped.saved
+    meta = CheckpointStore().get("halfway").meta
+    used = meta["budget_used_s"]
+    assert 4 <= used < budget and not meta["complete"]
+
+    log2 = ev.EventLog()
+    result = TrainingJob(TrainConfig(resume="halfway", eval_blocks=4, sample_tokens=8), log2).run()
+    assert isinstance(result, ev.TrainFinished), result
+    assert log2.of(ev.TrainStarted)[0].time_budget_s == pytest.approx(budget - used)
+    steps = log2.of(ev.TrainStep)
+    assert steps[0].step == stopped.step + 1
+    # the schedule goes on from where the clock stopped (no second warmup)
+    assert steps[0].lr == pytest.approx(3e-3 * budget_lr_factor(used, budget), rel=1e-6)
+    meta = CheckpointStore().get("halfway").meta
+    assert meta["complete"] and abs(meta["budget_used_s"] - budget) < 3
