@@ -499,7 +499,7 @@ def _make_callback_class():
             self.active_s = 0.0  # training time this session, without evals and pauses
             self.session_steps = 0
             self.step_began = None
-            self.last_took = 0.0
+            self.time_up = False  # the time budget is spent (decided in on_optimizer_step)
             self.next_eval_s = None  # timed evaluations: the training time of the next one
 
         def on_train_begin(self, args, state, control, **kwargs):
@@ -536,13 +536,19 @@ def _make_callback_class():
             self.step_began = time.perf_counter()
 
         def on_optimizer_step(self, args, state, control, **kwargs):
-            # The schedule (stepped next) and the stop decision read this mark: rank 0's
-            # training time, so that every process uses the same rate and stops together.
-            clock = self.ctx["clock"]
-            if self.job.world_size > 1 and self.ctx["budget"]:
-                clock.mark(_rank0_value(clock.train_s()))
-            else:
+            # The schedule (stepped next) and the stop decision read rank 0's training time,
+            # so that every process uses the same rate and stops at the same step.  Stop when
+            # another step would end further past the budget than this one ends short of it.
+            clock, budget = self.ctx["clock"], self.ctx["budget"]
+            if not budget:
                 clock.mark()
+                return
+            now = clock.train_s()
+            took = time.perf_counter() - self.step_began if self.step_began else 0.0
+            if self.job.world_size > 1:
+                now, took = _rank0_values(now, took)
+            clock.mark(now)
+            self.time_up = now + 0.5 * took >= budget
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
             job, c = self.job, self.ctx
@@ -550,12 +556,10 @@ def _make_callback_class():
             took = time.perf_counter() - (self.step_began or time.perf_counter())
             self.active_s += took
             self.session_steps += 1
-            self.last_took = took
             rate = c["tokens_per_step"] / took if took > 0 else 0.0
             self.rate = rate if self.rate is None else 0.8 * self.rate + 0.2 * rate
             step = state.global_step
-            # stop on time when the next step would end further past the budget than this one ends short of it
-            time_up = bool(budget) and clock.marked_s + 0.5 * took >= budget
+            time_up = self.time_up
             last = step >= state.max_steps or time_up
             if c["timed_evals"]:
                 due = clock.marked_s >= self.next_eval_s
@@ -593,7 +597,7 @@ def _make_callback_class():
             eta, total = per_step * remaining, state.max_steps
             clock, budget = c["clock"], c["budget"]
             if budget:
-                left = max(0.0, budget - clock.marked_s)
+                left = 0.0 if self.time_up else max(0.0, budget - clock.marked_s)
                 if left < eta or total >= UNCAPPED_STEPS:
                     eta = left
                     total = state.global_step + (math.ceil(left / per_step) if per_step > 0 and left > 0.5 * per_step else 0)
@@ -667,7 +671,7 @@ def _make_callback_class():
             ev = self.last_eval
             clock, budget = c["clock"], c["budget"]
             capped = state.max_steps < UNCAPPED_STEPS
-            done = (capped and state.global_step >= state.max_steps) or bool(budget and clock.marked_s + 0.5 * self.last_took >= budget)
+            done = (capped and state.global_step >= state.max_steps) or self.time_up
             return {
                 "format": 1,
                 "name": self.job.name,
@@ -713,16 +717,16 @@ def _make_callback_class():
     return EventCallback
 
 
-def _rank0_value(value: float) -> float:
-    """Rank 0's ``value`` on every process (multi-process runs)."""
+def _rank0_values(*values: float) -> tuple[float, ...]:
+    """Rank 0's ``values`` on every process (multi-process runs)."""
     import torch
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
     dist.broadcast(t, src=0)
-    return float(t.item())
+    return tuple(float(x) for x in t.tolist())
 
 
 _callback_cls = None
