@@ -41,6 +41,15 @@ def _number(kind: type, allow_zero: bool) -> Callable[[str], float]:
     return parse
 
 
+def _duration(text: str) -> float:
+    from .schedule import parse_duration
+
+    try:
+        return parse_duration(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--time ")) from None
+
+
 _positive_int, _nonneg_int = _number(int, False), _number(int, True)
 _positive_float, _nonneg_float = _number(float, False), _number(float, True)
 
@@ -69,7 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--name")
     t.add_argument("--resume", metavar="NAME", help="continue a saved run with its optimizer state")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    t.add_argument("--seed", type=_nonneg_int, default=1337)
+    t.add_argument("--seed", type=_nonneg_int, default=1337, help="seeds the initial weights and the data order")
+    t.add_argument("--time", type=_duration, metavar="DURATION", help="train for this long (90s, 30m, 2h): the rate warms up, holds and decays on the clock; evaluation and saving are not counted")
+    t.add_argument("--arch", choices=["gpt2", "llama"], help="model family at the preset's shape (default: the preset's)")
+    t.add_argument("--optimizer", choices=["adamw", "muon"], default="adamw", help="muon: Muon for hidden matrices + AdamW for the rest")
+    t.add_argument("--word-level", action="store_true", help="the text is word-level (like WikiText's .tokens): also report word perplexity")
 
     g = sub.add_parser("generate", help="stream a continuation of a prompt to stdout")
     g.add_argument("--checkpoint", required=True)
@@ -97,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--dataset", help="default: the checkpoint's own dataset")
     e.add_argument("--dataset-config")
-    e.add_argument("--split", default="validation", choices=["validation", "test"])
+    e.add_argument("--split", default="validation", choices=["validation", "test"], help="ignored for a single file: the whole file is evaluated")
+    e.add_argument("--word-level", action="store_true", help="the text is word-level: also report word perplexity (automatic for .tokens files)")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     return parser
 
@@ -153,7 +167,7 @@ class _Progress:
         from . import events as ev
 
         if isinstance(event, ev.TrainStep):
-            eta = _fmt_s(event.eta_s)
+            eta = _fmt_s(event.eta_s) + (" left" if event.time_budget_s else "")
             text = (
                 f"step {event.step}/{event.total_steps}  loss {event.loss:.4f}  lr {event.lr:.2e}  "
                 f"{event.tokens_per_s:,.0f} tok/s  {event.tokens_seen:,} tokens  eta {eta}"
@@ -173,13 +187,17 @@ class _Progress:
             self._line(
                 f"training '{event.name}': {event.preset}, {event.params / 1e6:.2f}M params, {event.tokenizer}, "
                 f"on {event.dataset} ({event.train_tokens:,} train / {event.val_tokens:,} val tokens), "
-                f"{event.device}/{event.dtype}, steps {event.start_step}->{event.total_steps}"
+                f"{event.device}/{event.dtype}, "
+                + (f"time budget {_fmt_s(event.time_budget_s)}" if event.time_budget_s else f"steps {event.start_step}->{event.total_steps}")
+                + (f", {event.arch}" if event.arch != "gpt2" else "")
+                + (f", {event.optimizer}" if event.optimizer != "adamw" else "")
                 + (f", {event.world_size} processes" if event.world_size > 1 else "")
             )
         elif isinstance(event, ev.TrainEval):
+            words = f"  word perplexity {event.word_perplexity:.1f}" if event.word_perplexity is not None else ""
             self._line(
                 f"eval @ {event.step}: val loss {event.val_loss:.4f}  perplexity {event.perplexity:.1f}  "
-                f"bits/byte {event.bits_per_byte:.4f}"
+                f"bits/byte {event.bits_per_byte:.4f}{words}"
             )
         elif isinstance(event, ev.TrainSample):
             sample = " ".join((event.prompt + event.text).split())
@@ -188,7 +206,13 @@ class _Progress:
             self._line(f"saved '{event.name}' at step {event.step}")
         elif isinstance(event, ev.TrainFinished):
             bpb = f", bits/byte {event.bits_per_byte:.4f}" if event.bits_per_byte is not None else ""
-            self._line(f"done: '{event.name}' step {event.step} in {_fmt_s(event.elapsed_s)}{bpb}")
+            words = f", word perplexity {event.word_perplexity:.1f}" if event.word_perplexity is not None else ""
+            split = (
+                f" (training {_fmt_s(event.train_s)}, evaluation/sampling/saving {_fmt_s(event.overhead_s)})"
+                if event.train_s is not None and event.overhead_s is not None
+                else ""
+            )
+            self._line(f"done: '{event.name}' step {event.step} in {_fmt_s(event.elapsed_s)}{split}{bpb}{words}")
         elif isinstance(event, ev.TrainCancelled):
             state = "saved" if event.saved else "not saved"
             self._line(f"stopped at step {event.step} ({state})")
@@ -227,6 +251,10 @@ def cmd_train(args) -> int:
         resume=args.resume,
         device=args.device,
         seed=args.seed,
+        time_budget=args.time,
+        arch=args.arch,
+        optimizer=args.optimizer,
+        word_level=args.word_level,
     )
     try:
         config.check()
@@ -400,30 +428,39 @@ def cmd_eval(args) -> int:
     store = CheckpointStore()
     device, dtype = pick_device(args.device)
     model, tokenizer, info = store.load(args.checkpoint, device)
+    from pathlib import Path
+
+    from .words import word_table
+
     spec = args.dataset or info.meta.get("dataset_spec")
     config = args.dataset_config if args.dataset else info.meta.get("dataset_config")
     source = data_mod.resolve(spec, config, lambda m: _err(f"note: {m}"))
+    if args.word_level or (not args.dataset and info.meta.get("word_level")):
+        source.word_level = True
     block = int(info.meta.get("block_size") or 128)
-    packed = data_mod.pack(source, tokenizer, block, lambda m: _err(f"note: {m}"))
-    if args.split not in packed.splits:
+    # a single file given with --dataset is evaluated whole (no split is held out of it)
+    whole_file = bool(args.dataset) and data_mod.looks_like_path(spec) and Path(spec).expanduser().is_file()
+    packed = data_mod.pack(source, tokenizer, block, lambda m: _err(f"note: {m}"), hold_out=not whole_file)
+    split = "train" if whole_file else args.split
+    if split not in packed.splits:
         raise UsageError(f"dataset {source.name} has no {args.split} split")
-    result = evaluate(model, packed.blocks(args.split), token_byte_lengths(tokenizer), device, dtype)
+    words = word_table(tokenizer) if source.word_level else None
+    result = evaluate(model, packed.blocks(split), token_byte_lengths(tokenizer), device, dtype, word_table=words)
     if result is None:
         raise UsageError(f"the {args.split} split of {source.name} is empty")
-    print(
-        json.dumps(
-            {
-                "checkpoint": args.checkpoint,
-                "dataset": source.name,
-                "split": args.split,
-                "loss": round(result.loss, 5),
-                "perplexity": round(result.perplexity, 3),
-                "bits_per_byte": round(result.bits_per_byte, 5),
-                "tokens": result.tokens,
-                "bytes": result.bytes,
-            }
-        )
-    )
+    report = {
+        "checkpoint": args.checkpoint,
+        "dataset": source.name,
+        "split": "whole file" if whole_file else args.split,
+        "loss": round(result.loss, 5),
+        "perplexity": round(result.perplexity, 3),
+        "bits_per_byte": round(result.bits_per_byte, 5),
+        "tokens": result.tokens,
+        "bytes": result.bytes,
+    }
+    if result.word_perplexity is not None:
+        report.update(word_perplexity=round(result.word_perplexity, 3), words=result.words)
+    print(json.dumps(report))
     return EXIT_OK
 
 

@@ -61,6 +61,7 @@ class TextSource:
     key: str  # cache key: changes when the text changes
     splits: dict  # split name -> datasets.Dataset
     rows_are_lines: bool  # rows are lines of running text (WikiText) rather than documents
+    word_level: bool = False  # word-level text (WikiText's .tokens): report word perplexity too
 
     def iter_text(self, split: str = "train", batch: int = 1000) -> Iterator[list[str]]:
         ds = self.splits[split]
@@ -134,6 +135,7 @@ def hub_source(name: str, config: str | None) -> TextSource:
         key=f"hub|{name}|{config}|{fp}",
         splits=splits,
         rows_are_lines=_rows_are_lines(splits["train"]),
+        word_level=name.split("/")[-1] == "wikitext" and bool(config) and "raw" not in config,
     )
 
 
@@ -206,6 +208,7 @@ def local_source(path: Path) -> TextSource:
     stamp = []
     splits = {}
     kinds = set()
+    suffixes = {f.suffix.lower() for files in by_split.values() for f in files}
     for split, files in by_split.items():
         for f in files:
             stamp.append(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}")
@@ -240,6 +243,7 @@ def local_source(path: Path) -> TextSource:
         key="local|" + "|".join(stamp),
         splits=splits,
         rows_are_lines=kinds == {"text"},
+        word_level=suffixes == {".tokens"},
     )
 
 
@@ -334,8 +338,10 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def pack(source: TextSource, tokenizer, block_size: int, notify: Notify | None = None) -> PackedData:
-    """Tokenize every split (cached) and return flat token streams."""
+def pack(source: TextSource, tokenizer, block_size: int, notify: Notify | None = None, hold_out: bool = True) -> PackedData:
+    """Tokenize every split (cached) and return flat token streams.  Without a validation
+    split, the end of the training text is held out as one, unless ``hold_out`` is False
+    (evaluating a whole file)."""
     tok_fp = tokenizer_fingerprint(tokenizer)
     digest = hashlib.sha1(f"{source.key}|{tok_fp}|{block_size}".encode()).hexdigest()[:20]
     cache = paths.cache_dir() / "data" / digest
@@ -343,7 +349,7 @@ def pack(source: TextSource, tokenizer, block_size: int, notify: Notify | None =
         try:
             meta = json.loads((cache / "meta.json").read_text())
             streams = {s: np.load(cache / f"{s}.npy", mmap_mode="r") for s in meta["splits"]}
-            return _finish(source, streams, block_size)
+            return _finish(source, streams, block_size) if hold_out else PackedData(streams, block_size)
         except (OSError, ValueError, KeyError):
             shutil.rmtree(cache, ignore_errors=True)
 
@@ -393,7 +399,7 @@ def pack(source: TextSource, tokenizer, block_size: int, notify: Notify | None =
         tmp.rename(cache)
     except OSError:  # another process won the race: fine, same content
         shutil.rmtree(tmp, ignore_errors=True)
-    return _finish(source, streams, block_size)
+    return _finish(source, streams, block_size) if hold_out else PackedData(streams, block_size)
 
 
 def _finish(source: TextSource, streams: dict, block_size: int) -> PackedData:

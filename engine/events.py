@@ -36,6 +36,9 @@ class TrainStarted:
     val_tokens: int
     start_step: int = 0
     world_size: int = 1
+    time_budget_s: float | None = None  # --time: training seconds for this run (what remains of it)
+    arch: str = "gpt2"
+    optimizer: str = "adamw"
 
 
 @dataclass(frozen=True)
@@ -47,8 +50,10 @@ class TrainStep:
     tokens_per_s: float
     tokens_seen: int
     elapsed_s: float
-    eta_s: float
+    eta_s: float  # with a time budget: the budget that remains
     epoch: float
+    train_s: float | None = None  # training time so far (without evaluation, sampling, saving, pauses)
+    time_budget_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class TrainEval:
     val_loss: float
     perplexity: float
     bits_per_byte: float
+    word_perplexity: float | None = None  # on word-level text (WikiText .tokens, --word-level)
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,9 @@ class TrainFinished:
     val_loss: float | None
     bits_per_byte: float | None
     elapsed_s: float
+    train_s: float | None = None  # training time, counted against a time budget
+    overhead_s: float | None = None  # evaluation, sampling and saving, reported apart
+    word_perplexity: float | None = None
 
 
 @dataclass(frozen=True)

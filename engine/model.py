@@ -20,7 +20,10 @@ class Preset:
     batch_size: int
     lr: float
     description: str
+    arch: str = "gpt2"  # the model family; --arch picks the other one at the same shape
 
+
+ARCHES = ("gpt2", "llama")
 
 PRESETS: dict[str, Preset] = {
     p.name: p
@@ -48,9 +51,37 @@ def get_preset(name: str) -> Preset:
         raise UsageError(f"unknown preset '{name}': choose one of {', '.join(PRESETS)}") from None
 
 
-def build_model(preset: Preset, vocab_size: int, block_size: int, eos_id: int):
-    """A fresh GPT-2 of the preset's shape.  Dropout is off: these models see each token a
-    few times at most, so it only costs speed."""
+def llama_intermediate_size(n_embd: int) -> int:
+    """SwiGLU width with the parameters of GPT-2's 4x MLP (3 matrices of 8/3 x width), rounded up to 32."""
+    return -(-(8 * n_embd // 3) // 32) * 32
+
+
+def build_model(preset: Preset, vocab_size: int, block_size: int, eos_id: int, arch: str | None = None):
+    """A fresh model of the preset's shape: GPT-2 (``GPT2LMHeadModel``) or a Llama-style one
+    (``LlamaForCausalLM``: rotary positions, RMSNorm, SwiGLU, tied embeddings, no biases).
+    Dropout is off: these models see each token a few times at most, so it only costs speed."""
+    arch = arch or preset.arch
+    if arch == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        config = LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=preset.n_embd,
+            intermediate_size=llama_intermediate_size(preset.n_embd),
+            num_hidden_layers=preset.n_layer,
+            num_attention_heads=preset.n_head,
+            num_key_value_heads=preset.n_head,
+            max_position_embeddings=block_size,
+            tie_word_embeddings=True,
+            attention_bias=False,
+            mlp_bias=False,
+            attention_dropout=0.0,
+            bos_token_id=eos_id,
+            eos_token_id=eos_id,
+        )
+        return LlamaForCausalLM(config)
+    if arch != "gpt2":
+        raise UsageError(f"unknown architecture '{arch}': use {' or '.join(ARCHES)}")
     from transformers import GPT2Config, GPT2LMHeadModel
 
     config = GPT2Config(

@@ -38,12 +38,16 @@ from .events import (
     TrainStarted,
     TrainStep,
 )
-from .model import PRESETS, get_preset
+from .model import ARCHES, PRESETS, get_preset
+from .schedule import TrainClock, format_duration
 
 MODEL_FILES = ("model.safetensors", "config.json", "generation_config.json")
 RESUME_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json")  # + rng_state*.pth
 MAX_BLOCK = 16_384
 SAVING = "saving"  # TrainingJob.doing while a checkpoint is written
+OPTIMIZERS = ("adamw", "muon")
+EVALS_PER_BUDGET = 5  # with --time and no --eval-every
+UNCAPPED_STEPS = 1_000_000_000  # the Trainer's max_steps when only a time budget ends the run
 
 
 @dataclass
@@ -70,6 +74,10 @@ class TrainConfig:
     eval_blocks: int = 256
     sample_tokens: int = 48
     dtype: str | None = None  # None: as pick_device (bf16/fp16 on CUDA, bf16 on fast-bf16 CPUs); or force one
+    time_budget: float | None = None  # --time, in seconds of training (evaluation and saving not counted)
+    arch: str | None = None  # gpt2 | llama; None: the preset's
+    optimizer: str = "adamw"  # adamw | muon
+    word_level: bool = False  # the text is word-level: also report word perplexity
 
     def check(self) -> "TrainConfig":
         """Raise UsageError for values out of range (before anything is loaded or written)."""
@@ -86,6 +94,15 @@ class TrainConfig:
         positive(self.save_every, "--save-every")
         positive(self.grad_accum, "grad_accum")
         positive(self.eval_blocks, "eval_blocks")
+        positive(self.time_budget, "--time", float)
+        if self.time_budget is not None and not math.isfinite(self.time_budget):
+            raise UsageError("--time must be a finite duration")
+        if self.arch not in (None, *ARCHES):
+            raise UsageError(f"unknown architecture '{self.arch}': use {' or '.join(ARCHES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"unknown optimizer '{self.optimizer}': use {' or '.join(OPTIMIZERS)}")
+        if self.arch and self.init:
+            raise UsageError("--arch builds a new model: it cannot be combined with --init")
         if self.block_size is not None and self.block_size < 8:
             raise UsageError(f"--block-size must be at least 8 (got {self.block_size})")
         if self.block_size is not None and self.block_size > MAX_BLOCK:
@@ -233,6 +250,7 @@ class TrainingJob:
                 if not info.resumable:
                     raise UsageError(f"checkpoint '{cfg.resume}' has no training state to resume from")
                 previous = info.meta
+                steps_given = cfg.max_steps is not None
                 cfg = replace(
                     cfg,
                     dataset=previous.get("dataset_spec") or cfg.dataset,
@@ -241,11 +259,39 @@ class TrainingJob:
                     block_size=previous.get("block_size") or cfg.block_size,
                     batch_size=cfg.batch_size or previous.get("batch_size"),
                     lr=cfg.lr or previous.get("lr"),
-                    max_steps=cfg.max_steps or previous.get("planned_steps"),
+                    # a new --time replaces the old plan's step count; --max-steps sets one
+                    max_steps=cfg.max_steps or (None if cfg.time_budget else previous.get("planned_steps")),
+                    optimizer=self._resumed_optimizer(cfg, previous),
+                    word_level=cfg.word_level or bool(previous.get("word_level")),
                 )
+                cfg = self._resumed_budget(cfg, previous, steps_given)
             elif self.store.exists(self.name):
                 raise UsageError(f"a checkpoint named '{self.name}' exists: pass --resume {self.name} or another --name")
             return self._train(cfg, get_preset(cfg.preset), previous, notify)
+
+    _budget_offset = 0.0  # training seconds already spent on the budget a resumed run continues
+
+    @staticmethod
+    def _resumed_optimizer(cfg: TrainConfig, previous: dict) -> str:
+        saved = previous.get("optimizer") or "adamw"
+        if cfg.optimizer not in ("adamw", saved):
+            raise UsageError(f"--resume continues with the run's own optimizer ({saved}): leave out --optimizer")
+        return saved
+
+    def _resumed_budget(self, cfg: TrainConfig, previous: dict, steps_given: bool) -> TrainConfig:
+        """--resume: a new --time starts a new budget; without one, a run that had a budget
+        continues with what remains of it (unless --max-steps says how far to go)."""
+        budget = previous.get("time_budget_s")
+        used = float(previous.get("budget_used_s") or 0.0)
+        if cfg.time_budget or not budget or steps_given:
+            return cfg
+        if used >= budget - 1.0:
+            raise UsageError(
+                f"checkpoint '{self.name}' has used its {format_duration(budget)} time budget: "
+                "pass --time for a new budget or --max-steps to train on"
+            )
+        self._budget_offset = used
+        return replace(cfg, time_budget=budget)
 
     @staticmethod
     def _default_name(cfg: TrainConfig) -> str:
@@ -255,7 +301,7 @@ class TrainingJob:
 
     def _train(self, cfg: TrainConfig, preset, previous: dict, notify):
         import torch
-        from transformers import Trainer, TrainingArguments, default_data_collator
+        from transformers import TrainingArguments, default_data_collator
 
         from .checkpoints import load_model_dir
         from .model import build_model, count_params, load_pretrained, n_positions, pick_device, quiet_transformers
@@ -268,21 +314,26 @@ class TrainingJob:
         kind, bpe_size = tok_mod.parse_spec(cfg.tokenizer)
         self.doing = "reading the dataset"
         source = data_mod.resolve(cfg.dataset, cfg.dataset_config, notify)
+        if cfg.word_level:
+            source.word_level = True
         self._check_stop()
         self.doing = "loading the tokenizer"
         with dist.main_first():  # the main process builds cached tokenizers; the others load them
             tokenizer = self._load_tokenizer(cfg, kind, bpe_size, source, ckpt_dir, notify)
         self._check_stop()
 
-        # model
+        # model (--seed fixes the initial weights too)
         self.doing = "loading the model"
+        from transformers import set_seed
+
+        set_seed(cfg.seed)
         if ckpt_dir is not None:
             model, _ = load_model_dir(ckpt_dir)
             model.train()
         elif cfg.init:
             model = load_pretrained(cfg.init)
         else:
-            model = build_model(preset, len(tokenizer), cfg.block_size or preset.block_size, tokenizer.eos_token_id)
+            model = build_model(preset, len(tokenizer), cfg.block_size or preset.block_size, tokenizer.eos_token_id, cfg.arch)
         positions = n_positions(model)
         block_size = cfg.block_size or min(preset.block_size, positions)
         if block_size > positions:
@@ -303,8 +354,11 @@ class TrainingJob:
         batch = cfg.batch_size or preset.batch_size
         per_step = batch * cfg.grad_accum * self.world_size
         steps_per_epoch = max(1, math.ceil(len(train_set) / per_step))
+        budget = cfg.time_budget
         if cfg.max_steps:
             total = cfg.max_steps
+        elif budget and not cfg.epochs:
+            total = UNCAPPED_STEPS  # the budget ends the run
         else:
             total = max(1, math.ceil((cfg.epochs or 1.0) * steps_per_epoch))
         start_step = int(previous.get("steps", 0))
@@ -312,7 +366,9 @@ class TrainingJob:
             raise UsageError(
                 f"checkpoint '{self.name}' is already at step {start_step}: pass --max-steps above that to train on"
             )
-        eval_every = cfg.eval_every or min(1000, max(10, total // 10))
+        # with a time budget and no --eval-every: evaluate (and save) every fifth of the budget
+        timed_evals = bool(budget) and not cfg.eval_every
+        eval_every = cfg.eval_every or (UNCAPPED_STEPS if timed_evals else min(1000, max(10, total // 10)))
         save_every = cfg.save_every or eval_every
         lr = cfg.lr or preset.lr
         warmup = cfg.warmup_steps if cfg.warmup_steps is not None else min(200, total // 20)
@@ -350,6 +406,10 @@ class TrainingJob:
             ddp_find_unused_parameters=False,
         )
         resume_from = self._prepare_run_dir(run_dir, ckpt_dir, start_step)
+        from .trainer import MiniTrainer
+        from .words import word_table
+
+        clock = TrainClock(offset=self._budget_offset)
         context = dict(
             source=source,
             tokenizer=tokenizer,
@@ -371,14 +431,24 @@ class TrainingJob:
             lr=lr,
             batch=batch,
             positions=positions,
+            clock=clock,
+            budget=budget,
+            timed_evals=timed_evals,
+            word_table=word_table(tokenizer) if source.word_level else None,
+            arch=getattr(model.config, "model_type", None) or "?",
+            optimizer=cfg.optimizer,
         )
         callback = _callback_class()(self, context)
-        trainer = Trainer(
+        trainer = MiniTrainer(
             model=model,
             args=args,
             train_dataset=train_set,
             data_collator=default_data_collator,
             callbacks=[callback],
+            clock=clock,
+            time_budget_s=budget,
+            optimizer_name=cfg.optimizer,
+            device=device,
         )
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -401,6 +471,9 @@ class TrainingJob:
             val_loss=last.loss if last else None,
             bits_per_byte=last.bits_per_byte if last else None,
             elapsed_s=time.time() - started,
+            train_s=clock.marked_s - clock.offset,
+            overhead_s=clock.overhead_s,
+            word_perplexity=last.word_perplexity if last else None,
         )
 
     def _load_tokenizer(self, cfg: TrainConfig, kind: str, bpe_size, source, ckpt_dir, notify):
@@ -461,10 +534,18 @@ def _make_callback_class():
             self.active_s = 0.0  # training time this session, without evals and pauses
             self.session_steps = 0
             self.step_began = None
+            self.time_up = False  # the time budget is spent (decided in on_optimizer_step)
+            self.next_eval_s = None  # timed evaluations: the training time of the next one
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.run_start = time.time()
             c = self.ctx
+            clock, budget = c["clock"], c["budget"]
+            clock.start()
+            clock.mark()
+            if c["timed_evals"]:
+                part = budget / EVALS_PER_BUDGET
+                self.next_eval_s = (math.floor(clock.offset / part) + 1) * part
             self.job.emit(
                 TrainStarted(
                     name=self.job.name,
@@ -480,14 +561,33 @@ def _make_callback_class():
                     val_tokens=c["val_tokens"],
                     start_step=state.global_step,
                     world_size=self.job.world_size,
+                    time_budget_s=(budget - clock.offset) if budget else None,
+                    arch=c["arch"],
+                    optimizer=c["optimizer"],
                 )
             )
 
         def on_step_begin(self, args, state, control, **kwargs):
             self.step_began = time.perf_counter()
 
+        def on_optimizer_step(self, args, state, control, **kwargs):
+            # The schedule (stepped next) and the stop decision read rank 0's training time,
+            # so that every process uses the same rate and stops at the same step.  Stop when
+            # another step would end further past the budget than this one ends short of it.
+            clock, budget = self.ctx["clock"], self.ctx["budget"]
+            if not budget:
+                clock.mark()
+                return
+            now = clock.train_s()
+            took = time.perf_counter() - self.step_began if self.step_began else 0.0
+            if self.job.world_size > 1:
+                now, took = _rank0_values(now, took)
+            clock.mark(now)
+            self.time_up = now + 0.5 * took >= budget
+
         def on_step_end(self, args, state, control, model=None, **kwargs):
             job, c = self.job, self.ctx
+            clock, budget = c["clock"], c["budget"]
             took = time.perf_counter() - (self.step_began or time.perf_counter())
             self.active_s += took
             self.session_steps += 1
@@ -499,14 +599,29 @@ def _make_callback_class():
                 job.save_on_stop = not drop
                 job.stop.set()
             step = state.global_step
-            last = step >= state.max_steps
-            if job.is_main and (step % c["eval_every"] == 0 or last or job.stop.is_set()):
-                self.evaluate(model, step)
+            time_up = self.time_up
+            last = step >= state.max_steps or time_up
+            if c["timed_evals"]:
+                due = clock.marked_s >= self.next_eval_s
+                while self.next_eval_s <= clock.marked_s:
+                    self.next_eval_s += budget / EVALS_PER_BUDGET
+            else:
+                due = step % c["eval_every"] == 0
+            if time_up:
+                control.should_training_stop = True
+            if due or last:
+                # evaluation is due (a Stop does not make one due: it saves and goes)
+                if job.is_main:
+                    with clock.excluded():
+                        self.evaluate(model, step)
+                if c["timed_evals"] or time_up:
+                    control.should_save = True
             if job._pause.is_set() and not job.stop.is_set():
-                job.emit(TrainPaused(step=step))
-                while job._pause.is_set() and not job.stop.wait(0.05):
-                    pass
-                job.emit(TrainResumed(step=step))
+                with clock.excluded("pause"):
+                    job.emit(TrainPaused(step=step))
+                    while job._pause.is_set() and not job.stop.wait(0.05):
+                        pass
+                    job.emit(TrainResumed(step=step))
             if job.stop.is_set():
                 control.should_training_stop = True
                 control.should_save = job.save_on_stop
@@ -520,17 +635,26 @@ def _make_callback_class():
             self.last_loss = float(logs["loss"])
             per_step = self.active_s / max(1, self.session_steps)
             remaining = max(0, state.max_steps - state.global_step)
+            eta, total = per_step * remaining, state.max_steps
+            clock, budget = c["clock"], c["budget"]
+            if budget:
+                left = 0.0 if self.time_up else max(0.0, budget - clock.marked_s)
+                if left < eta or total >= UNCAPPED_STEPS:
+                    eta = left
+                    total = state.global_step + (math.ceil(left / per_step) if per_step > 0 and left > 0.5 * per_step else 0)
             self.job.emit(
                 TrainStep(
                     step=state.global_step,
-                    total_steps=state.max_steps,
+                    total_steps=total,
                     loss=self.last_loss,
                     lr=float(logs.get("learning_rate", 0.0)),
                     tokens_per_s=self.rate or 0.0,
                     tokens_seen=state.global_step * c["tokens_per_step"],
                     elapsed_s=time.time() - c["started"],
-                    eta_s=per_step * remaining,
+                    eta_s=eta,
                     epoch=float(state.epoch or 0.0),
+                    train_s=clock.marked_s,
+                    time_budget_s=budget,
                 )
             )
 
@@ -540,10 +664,18 @@ def _make_callback_class():
             from .settings import Sampling
 
             c = self.ctx
-            result = evaluate(model, c["val_set"], c["token_bytes"], c["device"], c["dtype"], stop=None)
+            result = evaluate(model, c["val_set"], c["token_bytes"], c["device"], c["dtype"], stop=None, word_table=c["word_table"])
             if result is not None:
                 self.last_eval, self.eval_step = result, step
-                self.job.emit(TrainEval(step=step, val_loss=result.loss, perplexity=result.perplexity, bits_per_byte=result.bits_per_byte))
+                self.job.emit(
+                    TrainEval(
+                        step=step,
+                        val_loss=result.loss,
+                        perplexity=result.perplexity,
+                        bits_per_byte=result.bits_per_byte,
+                        word_perplexity=result.word_perplexity,
+                    )
+                )
             was_training = model.training
             model.eval()
             try:
@@ -569,8 +701,9 @@ def _make_callback_class():
                     files[f.name] = f
                 elif f.name in RESUME_FILES or (f.name.startswith("rng_state") and f.suffix == ".pth"):
                     files[f"{RESUME_DIR}/{f.name}"] = f
-            meta = self.meta(state)
-            path = job.store.publish(job.name, files, meta, write_extra=lambda d: c["tokenizer"].save_pretrained(str(d)))
+            with c["clock"].excluded():
+                meta = self.meta(state)
+                path = job.store.publish(job.name, files, meta, write_extra=lambda d: c["tokenizer"].save_pretrained(str(d)))
             job.doing = "training"
             self.saved_step = state.global_step
             job.emit(CheckpointSaved(name=job.name, step=state.global_step, path=str(path)))
@@ -578,6 +711,9 @@ def _make_callback_class():
         def meta(self, state) -> dict:
             c, cfg, prev = self.ctx, self.ctx["cfg"], self.ctx["previous"]
             ev = self.last_eval
+            clock, budget = c["clock"], c["budget"]
+            capped = state.max_steps < UNCAPPED_STEPS
+            done = (capped and state.global_step >= state.max_steps) or self.time_up
             return {
                 "format": 1,
                 "name": self.job.name,
@@ -594,12 +730,14 @@ def _make_callback_class():
                 "vocab_size": len(c["tokenizer"]),
                 "n_positions": c["positions"],
                 "steps": state.global_step,
-                "planned_steps": state.max_steps,
+                "planned_steps": state.max_steps if capped else None,
                 "tokens_seen": state.global_step * c["tokens_per_step"],
                 "train_loss": self.last_loss,
                 "val_loss": ev.loss if ev else prev.get("val_loss"),
                 "perplexity": ev.perplexity if ev else prev.get("perplexity"),
                 "bits_per_byte": ev.bits_per_byte if ev else prev.get("bits_per_byte"),
+                "word_level": c["word_table"] is not None,
+                "word_perplexity": ev.word_perplexity if ev else prev.get("word_perplexity"),
                 "eval_step": self.eval_step if ev else prev.get("eval_step"),
                 "wall_time_s": round(float(prev.get("wall_time_s", 0.0)) + (time.time() - c["started"]), 2),
                 "created": prev.get("created") or datetime.fromtimestamp(c["started"], timezone.utc).isoformat(timespec="seconds"),
@@ -609,10 +747,28 @@ def _make_callback_class():
                 "lr": c["lr"],
                 "batch_size": c["batch"],
                 "seed": cfg.seed,
-                "complete": state.global_step >= state.max_steps,
+                "arch": c["arch"],
+                "optimizer": c["optimizer"],
+                "time_budget_s": budget,
+                "budget_used_s": round(clock.marked_s, 2) if budget else None,
+                "train_time_s": round(float(prev.get("train_time_s", 0.0)) + clock.marked_s - clock.offset, 2),
+                "overhead_s": round(float(prev.get("overhead_s", 0.0)) + clock.overhead_s, 2),
+                "complete": done,
             }
 
     return EventCallback
+
+
+def _rank0_values(*values: float) -> tuple[float, ...]:
+    """Rank 0's ``values`` on every process (multi-process runs)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.broadcast(t, src=0)
+    return tuple(float(x) for x in t.tolist())
 
 
 _callback_cls = None

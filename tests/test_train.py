@@ -65,6 +65,9 @@ def test_worker_thread_cancel_within_one_step_and_resume(fresh_dirs):
     result = job.join(120)
     assert isinstance(result, ev.TrainCancelled) and result.saved
     assert result.step <= stopped_at + 1
+    # Stop saves and goes: no evaluation or sample on the way out (none was due before step 100)
+    assert not log.of(ev.TrainEval) and not log.of(ev.TrainSample)
+    assert [c.step for c in log.of(ev.CheckpointSaved)] == [result.step]
     info = CheckpointStore().get("stopme")
     assert info.ok and info.resumable and info.meta["steps"] == result.step and not info.meta["complete"]
 
@@ -104,6 +107,10 @@ def test_trained_bpe_tokenizer_is_saved_with_the_checkpoint(fresh_dirs):
         ({"name": "../x"}, "invalid checkpoint name"),
         ({"tokenizer": "bpe:x"}, "bpe:N"),
         ({"device": "tpu"}, "unknown device"),
+        ({"time_budget": -5.0}, "--time"),
+        ({"arch": "rnn"}, "unknown architecture"),
+        ({"optimizer": "sgd"}, "unknown optimizer"),
+        ({"arch": "llama", "init": "gpt2"}, "--arch"),
     ],
 )
 def test_bad_config_is_a_usage_error(kwargs, needle):
@@ -155,3 +162,116 @@ def test_os_errors_say_what_failed_not_a_save(fresh_dirs, tmp_path, monkeypatch,
     assert result.error.startswith("tokenizing the dataset (into the cache) failed: Not a directory"), result.error
     assert "save" not in result.error
     assert CheckpointStore().list() == []
+
+
+def test_same_seed_same_first_20_losses(fresh_dirs):
+    """--seed fixes the initial weights as well as the data order."""
+
+    def losses(seed, name):
+        log = ev.EventLog()
+        result = TrainingJob(tiny(max_steps=20, eval_every=1000, tokenizer="bpe:512", seed=seed, name=name), log).run()
+        assert isinstance(result, ev.TrainFinished), result
+        return [s.loss for s in log.of(ev.TrainStep)]
+
+    first = losses(7, "s1")
+    assert len(first) == 20
+    assert losses(7, "s2") == first
+    assert losses(8, "s3")[0] != first[0]  # another seed: other initial weights, another first loss
+
+
+def test_time_budget_ends_on_time_with_the_rate_decayed(fresh_dirs):
+    log = ev.EventLog()
+    budget = 20.0
+    result = TrainingJob(tiny(time_budget=budget, tokenizer="bpe:512", name="timed"), log).run()
+    assert isinstance(result, ev.TrainFinished), result
+    started = log.of(ev.TrainStarted)[0]
+    assert started.time_budget_s == budget
+    steps = log.of(ev.TrainStep)
+    assert len(steps) >= 3
+    # training time (without evaluation, sampling and saving) ends within a step of the budget
+    per_step = steps[-1].train_s / len(steps)
+    assert abs(result.train_s - budget) <= max(2.0, 1.5 * per_step), (result.train_s, per_step)
+    assert result.overhead_s > 0 and result.elapsed_s >= result.train_s + result.overhead_s * 0.9
+    # warmup from ~0, the peak rate, then decayed by the end
+    peak = max(s.lr for s in steps)
+    assert peak == pytest.approx(3e-3, rel=0.05)
+    assert steps[0].lr == 0.0 and steps[-1].lr < 0.5 * peak
+    # each step's rate is the schedule's at the training time the step before ended
+    from engine.schedule import budget_lr_factor
+
+    for before, step in zip(steps, steps[1:]):
+        assert step.lr == pytest.approx(peak * budget_lr_factor(before.train_s, budget), rel=1e-6, abs=1e-12)
+    # the ETA is the budget that remains, and it reaches 0 at the end
+    assert steps[-1].eta_s <= max(2.0, 1.5 * per_step) and steps[0].eta_s == pytest.approx(budget - steps[0].train_s, abs=0.01)
+    assert steps[-1].total_steps == steps[-1].step
+    # evaluations every fifth of the budget and at the end; the checkpoint records the budget
+    assert log.of(ev.TrainEval)[-1].step == result.step
+    meta = CheckpointStore().get("timed").meta
+    assert meta["time_budget_s"] == budget and meta["complete"] and meta["planned_steps"] is None
+    assert meta["budget_used_s"] == pytest.approx(result.train_s, abs=0.05)
+    # resuming a finished budget needs a new one
+    again = TrainingJob(TrainConfig(resume="timed", eval_blocks=4, sample_tokens=8)).run()
+    assert isinstance(again, ev.TrainFailed) and "--time" in again.error
+
+
+@pytest.mark.parametrize("arch,optimizer", [("llama", "muon"), ("gpt2", "muon"), ("llama", "adamw")])
+def test_llama_and_muon_train_save_and_generate(fresh_dirs, arch, optimizer):
+    log = ev.EventLog()
+    name = f"{arch}-{optimizer}"
+    result = TrainingJob(tiny(max_steps=4, eval_every=4, tokenizer="bpe:512", arch=arch, optimizer=optimizer, name=name), log).run()
+    assert isinstance(result, ev.TrainFinished), result
+    losses = [s.loss for s in log.of(ev.TrainStep)]
+    assert len(losses) == 4 and all(0 < x < 20 for x in losses) and losses[-1] < losses[0]
+    started = log.of(ev.TrainStarted)[0]
+    assert started.arch == arch and started.optimizer == optimizer
+    meta = CheckpointStore().get(name).meta
+    assert meta["arch"] == arch and meta["optimizer"] == optimizer
+
+    import torch
+
+    state = torch.load(CheckpointStore().path(name) / "resume" / "optimizer.pt", weights_only=True)
+    kinds = [g.get("use_muon") for g in state["param_groups"]]
+    assert (True in kinds) == (optimizer == "muon")
+
+    from engine.events import GenerationFinished
+    from engine.generate import ChatModel
+    from engine.settings import Sampling
+
+    chat = ChatModel.from_checkpoint(name, device="cpu")
+    assert chat.model.config.model_type == arch
+    if arch == "llama":
+        assert chat.model.config.tie_word_embeddings and chat.model.lm_head.weight is chat.model.model.embed_tokens.weight
+        assert not any(n.endswith(".bias") for n, _ in chat.model.named_parameters())
+    events = list(chat.stream("In the beginning", Sampling(max_new_tokens=6, seed=1), threading.Event()))
+    finished = [e for e in events if isinstance(e, GenerationFinished)]
+    assert finished and finished[0].new_tokens > 0
+
+
+@pytest.mark.slow
+def test_resume_continues_what_remains_of_the_budget(fresh_dirs):
+    from engine.schedule import budget_lr_factor
+
+    log = ev.EventLog()
+    budget = 16.0
+    job = TrainingJob(tiny(time_budget=budget, eval_every=1000, tokenizer="bpe:512", name="halfway"), log)
+    job.start()
+    deadline = time.time() + 120
+    while not any((s.train_s or 0) >= 4 for s in log.of(ev.TrainStep)) and time.time() < deadline:
+        time.sleep(0.05)
+    job.cancel(save=True)
+    stopped = job.join(120)
+    assert isinstance(stopped, ev.TrainCancelled) and stopped.saved
+    meta = CheckpointStore().get("halfway").meta
+    used = meta["budget_used_s"]
+    assert 4 <= used < budget and not meta["complete"]
+
+    log2 = ev.EventLog()
+    result = TrainingJob(TrainConfig(resume="halfway", eval_blocks=4, sample_tokens=8), log2).run()
+    assert isinstance(result, ev.TrainFinished), result
+    assert log2.of(ev.TrainStarted)[0].time_budget_s == pytest.approx(budget - used)
+    steps = log2.of(ev.TrainStep)
+    assert steps[0].step == stopped.step + 1
+    # the schedule goes on from where the clock stopped (no second warmup)
+    assert steps[0].lr == pytest.approx(3e-3 * budget_lr_factor(used, budget), rel=1e-6)
+    meta = CheckpointStore().get("halfway").meta
+    assert meta["complete"] and abs(meta["budget_used_s"] - budget) < 3

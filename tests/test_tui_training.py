@@ -27,6 +27,14 @@ async def _open_training(pilot, app):
     return app.screen
 
 
+def test_time_budget_field_makes_a_timed_run():
+    from tui.training import build_config
+
+    config = build_config({"time": "3m", "dataset": "builtin", "preset": "tiny"})
+    assert config.time_budget == 180.0 and config.max_steps is None
+    assert build_config({"time": " "}).time_budget is None
+
+
 async def test_form_validation_refuses_bad_values(fresh_dirs):
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -37,8 +45,10 @@ async def test_form_validation_refuses_bad_values(fresh_dirs):
             ({"lr": "5"}, "lr", "lr"),
             ({"name": "../evil"}, "invalid checkpoint name", "name"),
             ({"tokenizer": "bpe:x"}, "bpe:n with n a whole number", "tokenizer"),
+            ({"time": "30"}, "time budget", "time"),
+            ({"time": "soon"}, "time budget", "time"),
         ]:
-            _fill(screen, **{"name": "", "steps": "", "lr": "", "tokenizer": "", **values})
+            _fill(screen, **{"name": "", "steps": "", "lr": "", "tokenizer": "", "time": "", **values})
             await pilot.press("ctrl+r")
             await pilot.pause()
             error = plain(screen.query_one("#form-error"))

@@ -21,6 +21,7 @@ FORM = [
     ("name", "Name", "automatic"),
     ("dataset", "Dataset", "wikitext|builtin|path"),
     ("tokenizer", "Tokenizer", "gpt2|bpe:N|path"),
+    ("time", "Time budget", "e.g. 3m (optional)"),
     ("steps", "Steps", "automatic"),
     ("epochs", "Epochs", "1 (if no steps)"),
     ("lr", "LR", "preset default"),
@@ -44,6 +45,13 @@ def build_config(values: dict[str, str], store=None):
         return value
 
     name = values.get("name", "").strip() or None
+    time_text = values.get("time", "").strip()
+    if time_text:
+        from engine.schedule import parse_duration
+
+        time_budget = parse_duration(time_text, "time budget")
+    else:
+        time_budget = None
     config = TrainConfig(
         dataset=values.get("dataset", "").strip() or None,
         tokenizer=values.get("tokenizer", "").strip() or "gpt2",
@@ -52,6 +60,7 @@ def build_config(values: dict[str, str], store=None):
         epochs=number("epochs", "epochs", float),
         lr=number("lr", "learning rate", float),
         name=name,
+        time_budget=time_budget,
     )
     config.check()
     if name and store is not None and store.exists(name):
@@ -63,6 +72,7 @@ _FIELD_HINTS = {
     "name": ("name", "checkpoint name", "a checkpoint named"),
     "dataset": ("dataset",),
     "tokenizer": ("tokenizer", "bpe"),
+    "time": ("time budget", "--time"),
     "steps": ("steps", "--max-steps"),
     "epochs": ("epochs", "--epochs"),
     "lr": ("learning rate", "--lr"),
@@ -269,7 +279,7 @@ class TrainingScreen(Screen):
                 ("  loss ", "dim"), f"{step.loss:.4f}",
                 ("  lr ", "dim"), f"{step.lr:.2e}",
                 ("  grad norm ", "dim") if grad is not None else "", f"{grad:.3f}" if grad is not None else "",
-                ("  eta ", "dim"), fmt_s(step.eta_s), "\n",
+                ("  left " if step.time_budget_s else "  eta ", "dim"), fmt_s(step.eta_s), "\n",
                 (f"{step.tokens_per_s:,.0f}", ""), (" tok/s", "dim"),
                 ("  tokens seen ", "dim"), f"{step.tokens_seen:,}",
                 ("  epoch ", "dim"), f"{step.epoch:.2f}",
@@ -289,6 +299,7 @@ class TrainingScreen(Screen):
                 ("  val loss ", "dim"), f"{ev.val_loss:.4f}",
                 ("  perplexity ", "dim"), f"{ev.perplexity:.1f}",
                 ("  bits/byte ", "dim"), f"{ev.bits_per_byte:.4f}",
+                *((("  word ppl ", "dim"), f"{ev.word_perplexity:.1f}") if ev.word_perplexity is not None else ()),
             )
             if ev is not None
             else Text("no evaluation yet", style="dim")

@@ -1,0 +1,116 @@
+"""Causal-LM cross-entropy over hidden states, a slice of rows at a time.
+
+``model(...).logits`` holds ``batch x block x vocab`` floats, and training keeps them (and
+their gradient) for the backward pass: with GPT-2's 50,257 tokens, batch 16 and block 128
+that is 412 MB each.  Here the final hidden states are multiplied by the LM head a slice of
+rows at a time; each slice's loss and its gradient (softmax minus one-hot) are made in the
+forward pass and the logits are dropped, so at most ``chunk_rows x vocab`` of them exist at
+once.  The arithmetic is the plain loss's (same FLOPs: the head's two gradient products
+move from backward to forward), and so is the value.
+"""
+
+from __future__ import annotations
+
+IGNORE = -100
+CHUNK_BYTES = 64 << 20  # fp32 logits per slice
+
+
+def chunk_rows(vocab: int) -> int:
+    return max(16, CHUNK_BYTES // (4 * max(1, vocab)))
+
+
+def _make_function():
+    import torch
+
+    class LinearCrossEntropy(torch.autograd.Function):
+        """sum over rows of -log softmax(hidden @ weight.T)[target], divided by ``divisor``."""
+
+        @staticmethod
+        def forward(ctx, hidden, weight, targets, divisor, rows):
+            want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+            n = hidden.shape[0]
+            w = weight.to(hidden.dtype)
+            total = torch.zeros((), dtype=torch.promote_types(hidden.dtype, torch.float32), device=hidden.device)
+            grad_h = torch.empty_like(hidden) if want_h else None
+            grad_w = torch.zeros(weight.shape, dtype=total.dtype, device=weight.device) if want_w else None
+            for start in range(0, n, rows):
+                h = hidden[start : start + rows]
+                t = targets[start : start + rows]
+                valid = t != IGNORE
+                safe = t.clamp(min=0)
+                logits = h @ w.T
+                if logits.dtype in (torch.float16, torch.bfloat16):
+                    logits = logits.float()
+                lse = torch.logsumexp(logits, dim=-1)
+                picked = logits.gather(1, safe[:, None]).squeeze(1)
+                total += ((lse - picked) * valid).sum()
+                if want_h or want_w:
+                    probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+                    probs[torch.arange(len(t), device=t.device), safe] -= 1.0
+                    probs.mul_((valid.to(probs.dtype) / divisor)[:, None])
+                    g = probs.to(h.dtype)
+                    if want_h:
+                        grad_h[start : start + rows] = g @ w
+                    if want_w:
+                        grad_w += (g.T @ h).to(grad_w.dtype)
+                del logits
+            ctx.save_for_backward(
+                grad_h if want_h else torch.empty(0), grad_w.to(weight.dtype) if want_w else torch.empty(0)
+            )
+            ctx.flags = (want_h, want_w)
+            return total / divisor
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            grad_h, grad_w = ctx.saved_tensors
+            want_h, want_w = ctx.flags
+            return (grad_h * grad_out if want_h else None, grad_w * grad_out if want_w else None, None, None, None)
+
+    return LinearCrossEntropy
+
+
+_function = None
+
+
+def linear_cross_entropy(hidden, weight, targets, divisor=None, rows: int | None = None):
+    """Loss of predicting ``targets`` (N,) from ``hidden`` (N, d) through ``weight`` (V, d).
+
+    ``divisor``: the count to average over (default: the targets that are not -100); pass the
+    Trainer's ``num_items_in_batch`` under gradient accumulation.  1 gives the summed nats.
+    """
+    import torch
+
+    global _function
+    if _function is None:
+        _function = _make_function()
+    if divisor is None:
+        divisor = (targets != IGNORE).sum().clamp(min=1).item()
+    elif torch.is_tensor(divisor):
+        divisor = divisor.item()
+    return _function.apply(hidden, weight, targets, float(divisor), rows or chunk_rows(weight.shape[0]))
+
+
+def causal_lm_loss(hidden, weight, labels, divisor=None, rows: int | None = None):
+    """The loss transformers' ForCausalLM computes from logits (labels shifted left by one),
+    from the final hidden states (B, T, d) instead."""
+    target = labels[:, 1:].reshape(-1)
+    h = hidden[:, :-1, :].reshape(-1, hidden.shape[-1])
+    return linear_cross_entropy(h, weight, target, divisor, rows)
+
+
+def supports_hidden_state_loss(model) -> bool:
+    """True for models whose logits are exactly ``final hidden state @ head.weight.T``
+    (no bias, no scaling or soft-capping): GPT-2 and Llama-style models."""
+    cfg = getattr(model, "config", None)
+    if getattr(cfg, "model_type", None) not in ("gpt2", "llama", "mistral", "qwen2", "qwen3"):
+        return False
+    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
+        return False
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return head is not None and getattr(head, "bias", None) is None
+
+
+def final_hidden_states(model, input_ids, **kwargs):
+    """The last layer's normalised hidden states, with the LM head run on one position only."""
+    out = model(input_ids=input_ids, output_hidden_states=True, logits_to_keep=1, use_cache=False, **kwargs)
+    return out.hidden_states[-1]

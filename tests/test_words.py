@@ -1,0 +1,75 @@
+"""Word-level perplexity on word-level text, against a value worked out by hand."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from engine import data
+from engine.evaluate import evaluate
+from engine.model import PRESETS, build_model
+from engine.tokenizer import load_gpt2, token_byte_lengths
+from engine.words import count_words, word_table
+
+# WikiText's word-level layout: words split by single spaces, a space before each line
+TEXT = " = Cats = \n \n The cat sat on the mat . \n It was happy . \n"
+# words plus one end-of-line per line: (3 + 1) + (0 + 1) + (7 + 1) + (4 + 1)
+WORDS = 18
+# The evaluation predicts every token but the first (" =", which has no context), so the
+# predicted tokens cover every word and line end but that first "=".
+PREDICTED_WORDS = WORDS - 1
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    return load_gpt2()
+
+
+def test_word_count_follows_the_published_convention():
+    assert count_words(TEXT) == WORDS
+
+
+def test_word_perplexity_on_a_tiny_tokens_file(tmp_path, gpt2):
+    path = tmp_path / "tiny.tokens"
+    path.write_text(TEXT)
+    source = data.resolve(str(path))
+    assert source.word_level  # .tokens files are word-level
+    packed = data.pack(source, gpt2, 64, hold_out=False)  # the whole file, one short block
+    stream = packed.splits["train"]
+    assert gpt2.decode(stream.tolist()) == TEXT
+
+    torch.manual_seed(0)
+    model = build_model(PRESETS["tiny"], len(gpt2), 64, gpt2.eos_token_id).eval()
+    result = evaluate(model, packed.blocks("train"), token_byte_lengths(gpt2), word_table=word_table(gpt2))
+
+    # by hand: the nats of each predicted token from the model's logits, over the words
+    ids = torch.as_tensor(stream.astype("int64"))[None]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].double(), dim=-1)
+    nats = -sum(float(logp[i, ids[0, i + 1]]) for i in range(ids.shape[1] - 1))
+    assert result.words == PREDICTED_WORDS
+    assert result.tokens == ids.shape[1] - 1
+    assert result.word_perplexity == pytest.approx(math.exp(nats / PREDICTED_WORDS), rel=1e-4)
+    assert result.perplexity == pytest.approx(math.exp(nats / result.tokens), rel=1e-4)
+
+
+def test_raw_text_is_not_word_level(tmp_path):
+    path = tmp_path / "plain.txt"
+    path.write_text("Some text.\n" * 50)
+    assert not data.resolve(str(path)).word_level
+
+
+def test_eval_command_on_a_single_word_level_file(tiny_checkpoint, tmp_path, capsys, gpt2):
+    from engine.cli import main
+
+    path = tmp_path / "valid.tokens"
+    path.write_text(TEXT * 3)
+    assert main(["eval", "--checkpoint", tiny_checkpoint, "--dataset", str(path), "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    # the whole file is evaluated (nothing held out): its tokens, an end-of-text before the
+    # 2nd and 3rd article's heading, less the first token; every word but the first is predicted
+    assert report["split"] == "whole file"
+    assert report["tokens"] == len(gpt2(TEXT * 3)["input_ids"]) + 2 - 1
+    assert report["words"] == 3 * WORDS - 1
+    assert report["word_perplexity"] == pytest.approx(math.exp(report["loss"] * report["tokens"] / report["words"]), rel=1e-3)
