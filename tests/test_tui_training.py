@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Input, Select, Sparkline
 
-from test_tui_support import anyio_backend, plain, wait_until  # noqa: F401  (fixtures)
+from test_tui_support import anyio_backend, ckpt_home, plain, wait_until  # noqa: F401  (fixtures)
 from tui.app import MiniGPTApp
 from tui.messages import TrainProgress
 
@@ -154,3 +154,21 @@ async def test_pause_resume_and_stop_saves(fresh_dirs):
         assert any("stopped at step" in line for line in state.log)
     info = CheckpointStore().get("stoppable")
     assert info.ok and info.meta["steps"] == state.result.step < 5000
+
+
+async def test_fine_tune_a_saved_checkpoint_from_the_form(ckpt_home, tiny_checkpoint):
+    """"Start from" a saved checkpoint (by name) with a time budget: the run fine-tunes it
+    (its weights, its tokenizer) and ends on the clock."""
+    from engine.checkpoints import CheckpointStore
+
+    app = MiniGPTApp(autoload=False)
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = await _open_training(pilot, app)
+        _fill(screen, name="tuned", dataset="builtin", preset="tiny", init=tiny_checkpoint, time="6s")
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: app.run_state.status in ("finished", "failed"), 300, "the run")
+        assert app.run_state.status == "finished", app.run_state.error
+        config = app.run_state.config
+        assert config.init == str(CheckpointStore().path(tiny_checkpoint)) and config.time_budget == 6.0
+        assert app.run_state.started.params == CheckpointStore().get(tiny_checkpoint).meta["params"]
+    assert CheckpointStore().get("tuned").ok

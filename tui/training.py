@@ -21,6 +21,7 @@ FORM = [
     ("name", "Name", "automatic"),
     ("dataset", "Dataset", "wikitext|builtin|path"),
     ("tokenizer", "Tokenizer", "gpt2|bpe:N|path"),
+    ("init", "Start from", "new model, or checkpoint|folder|hub id"),
     ("time", "Time budget", "e.g. 3m (optional)"),
     ("steps", "Steps", "automatic"),
     ("epochs", "Epochs", "1 (if no steps)"),
@@ -52,8 +53,12 @@ def build_config(values: dict[str, str], store=None):
         time_budget = parse_duration(time_text, "time budget")
     else:
         time_budget = None
+    init = values.get("init", "").strip() or None
+    if init and store is not None and "/" not in init and store.path(init).is_dir():
+        init = str(store.path(init))  # a saved checkpoint, by name: fine-tune it
     config = TrainConfig(
         dataset=values.get("dataset", "").strip() or None,
+        init=init,
         tokenizer=values.get("tokenizer", "").strip() or "gpt2",
         preset=values.get("preset") or "seed",
         max_steps=number("steps", "steps", int),
@@ -72,6 +77,7 @@ _FIELD_HINTS = {
     "name": ("name", "checkpoint name", "a checkpoint named"),
     "dataset": ("dataset",),
     "tokenizer": ("tokenizer", "bpe"),
+    "init": ("--init", "start from", "cannot load model"),
     "time": ("time budget", "--time"),
     "steps": ("steps", "--max-steps"),
     "epochs": ("epochs", "--epochs"),
