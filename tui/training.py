@@ -263,7 +263,7 @@ class TrainingScreen(Screen):
         spark = self.query_one("#loss-spark", Sparkline)
         stats = self.query_one("#run-stats", Static)
         if step is None:
-            total = state.started.total_steps if state.started is not None else 100
+            total = (state.started.total_steps or None) if state.started is not None else 100  # None: a timed run
             bar.update(total=total, progress=state.started.start_step if state.started is not None else 0)
             stats.update("")
             spark.data = []
