@@ -30,7 +30,7 @@ class TrainStarted:
     params: int
     device: str
     dtype: str
-    total_steps: int
+    total_steps: int  # 0 when a time budget alone ends the run
     tokens_per_step: int
     train_tokens: int
     val_tokens: int

@@ -555,7 +555,7 @@ def _make_callback_class():
                     params=c["params"],
                     device=c["device"],
                     dtype=c["dtype"],
-                    total_steps=state.max_steps,
+                    total_steps=state.max_steps if state.max_steps < UNCAPPED_STEPS else 0,  # 0: the budget decides
                     tokens_per_step=c["tokens_per_step"],
                     train_tokens=c["train_tokens"],
                     val_tokens=c["val_tokens"],

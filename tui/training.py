@@ -271,7 +271,7 @@ class TrainingScreen(Screen):
         stats = self.query_one("#run-stats", Static)
         self._update_chart()
         if step is None:
-            total = state.started.total_steps if state.started is not None else 100
+            total = (state.started.total_steps or None) if state.started is not None else 100  # None: a timed run
             bar.update(total=total, progress=state.started.start_step if state.started is not None else 0)
             stats.update("")
             self.query_one("#lr-spark", Sparkline).data = []
