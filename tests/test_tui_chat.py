@@ -52,7 +52,7 @@ async def test_send_message_streams_reply_and_persists(ckpt_home, tiny_checkpoin
         status = plain(app.screen.query_one("#chat-status"))
         assert tiny_checkpoint in status
         # the fast decode path warms up in the background after the load, then the status says so
-        await wait_until(pilot, lambda: "decode: fast" in plain(app.screen.query_one("#chat-status")), 60, "the fast path")
+        await wait_until(pilot, lambda: "fast decode" in plain(app.screen.query_one("#chat-status")), 60, "the fast path")
         assert app.chat_model.decode_path == "fast"
         app.settings = app.settings.__class__(sampling=app.settings.sampling.__class__(max_new_tokens=48, seed=1))
         await _send(pilot, "In the beginning")

@@ -74,7 +74,7 @@ async def test_context_meter_shows_the_window_and_what_was_cut(ckpt_home, tiny_c
         await _send(pilot, "And God said")
         status = plain(app.views["chat"].query_one("#chat-status"))
         used = len(app.chat_model.encode("And God said"))
-        assert f"context {used}/{window}" in status and "cut" not in status
+        assert f"ctx {used}/{window}" in status and "cut" not in status
         await _send(pilot, " ".join(["light"] * (window * 2)))
         status = plain(app.views["chat"].query_one("#chat-status"))
         assert f"/{window}" in status and "cut" in status

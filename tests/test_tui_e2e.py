@@ -1,5 +1,6 @@
 """End to end: the installed `minigpt-tui` in a real terminal (tmux): launch, chat with a tiny
-checkpoint, visit the training screen and the picker, quit with Ctrl+Q (exit code 0)."""
+checkpoint, visit the training screen, back to the chat (F2 -> F1 -> type -> reply), copy the
+reply, open the token inspector, visit the picker, quit with Ctrl+Q (exit code 0)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,19 @@ class Tmux:
             time.sleep(0.2)
         raise AssertionError(f"{text!r} never appeared; screen:\n{self.screen()}")
 
+    def wait_stable(self, timeout: float, quiet: float = 1.5) -> str:
+        """Until the screen stops changing for ``quiet`` seconds (a reply has finished)."""
+        deadline = time.monotonic() + timeout
+        last, since = self.screen(), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            now = self.screen()
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet and "thinking" not in now:
+                return now
+        raise AssertionError(f"the screen never settled:\n{last}")
+
     def keys(self, *keys: str) -> None:
         self.run("send-keys", "-t", "app", *keys)
 
@@ -77,6 +91,23 @@ def test_installed_app_in_tmux(ckpt_home, tiny_checkpoint, tmp_path):
         tmux.keys("F2")
         tmux.wait_for("Training:", 10)
         tmux.wait_for("New run", 10)
+        # back to the chat: what the user types lands in the input, and gets a reply
+        tmux.keys("F1")
+        tmux.wait_for("first token", 10)
+        tmux.keys("-l", "second message")
+        tmux.keys("Enter")
+        tmux.wait_for("second message", 10)
+        tmux.wait_stable(60)  # the second reply streamed to its end
+        # copy the reply (OSC 52 to the terminal; the app says so)
+        tmux.keys("C-o")
+        tmux.wait_for("Copied the last reply", 10)
+        # the token inspector on that reply
+        tmux.keys("F8")
+        shown = tmux.wait_for("Token inspector", 10)
+        assert "p = " in shown and "probability" in shown
+        tmux.keys("Right")
+        tmux.wait_for("token 2/", 10)
+        tmux.keys("Escape")
         tmux.keys("F3")
         shown = tmux.wait_for("Saved checkpoints", 10)
         assert tiny_checkpoint in shown

@@ -124,18 +124,18 @@ class ChatScreen(Screen):
             text.append("\u25cb no model", style="dim")
         decode_path = getattr(app.chat_model, "decode_path", None) if status == "ready" else None
         if decode_path:  # which decode loop runs replies: "fast" or "reference" (engine/generate.py)
-            text.append(f"  \u2502  decode: {decode_path}", style="dim")
+            text.append(f" \u2502 {decode_path} decode", style="dim")
         if app.run_state.running:
-            text.append("  \u2502  training ", style="dim")
+            text.append(" \u2502 training ", style="dim")
             text.append(one_line(app.run_state.name or "", 24), style="dim")
         if self.context is not None:
             used, window, cut = self.context
-            text.append("  \u2502  context ", style="dim")
+            text.append(" \u2502 ctx ", style="dim")
             text.append(f"{used}/{window}", style="yellow" if cut else "")
             if cut:
                 text.append(f" (\u2702 {cut} cut)", style="yellow")
         if self.last_stats:
-            text.append("  \u2502  ")
+            text.append(" \u2502 ")
             text.append(self.last_stats)
         self.query_one("#chat-status", Static).update(text)
 
