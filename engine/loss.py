@@ -26,8 +26,10 @@ def _make_function():
         """sum over rows of -log softmax(hidden @ weight.T)[target], divided by ``divisor``."""
 
         @staticmethod
-        def forward(ctx, hidden, weight, targets, divisor, rows):
-            want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        def forward(ctx, hidden, weight, targets, divisor, rows, grads):
+            # (needs_input_grad says True under no_grad/inference_mode too: evaluation would
+            # pay for two gradient products per slice; ``grads`` is the caller's grad mode)
+            want_h, want_w = grads and ctx.needs_input_grad[0], grads and ctx.needs_input_grad[1]
             n = hidden.shape[0]
             w = weight.to(hidden.dtype)
             total = torch.zeros((), dtype=torch.promote_types(hidden.dtype, torch.float32), device=hidden.device)
@@ -64,7 +66,7 @@ def _make_function():
         def backward(ctx, grad_out):
             grad_h, grad_w = ctx.saved_tensors
             want_h, want_w = ctx.flags
-            return (grad_h * grad_out if want_h else None, grad_w * grad_out if want_w else None, None, None, None)
+            return (grad_h * grad_out if want_h else None, grad_w * grad_out if want_w else None, None, None, None, None)
 
     return LinearCrossEntropy
 
@@ -87,7 +89,7 @@ def linear_cross_entropy(hidden, weight, targets, divisor=None, rows: int | None
         divisor = (targets != IGNORE).sum().clamp(min=1).item()
     elif torch.is_tensor(divisor):
         divisor = divisor.item()
-    return _function.apply(hidden, weight, targets, float(divisor), rows or chunk_rows(weight.shape[0]))
+    return _function.apply(hidden, weight, targets, float(divisor), rows or chunk_rows(weight.shape[0]), torch.is_grad_enabled())
 
 
 def causal_lm_loss(hidden, weight, labels, divisor=None, rows: int | None = None):

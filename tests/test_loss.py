@@ -39,3 +39,22 @@ def test_summed_nats_and_a_given_divisor():
     nats = torch.nn.functional.cross_entropy(logits.reshape(-1, 50), labels[:, 1:].reshape(-1), reduction="sum")
     assert causal_lm_loss(hidden, weight, labels, divisor=1, rows=5).item() == pytest.approx(nats.item(), rel=1e-5)
     assert causal_lm_loss(hidden, weight, labels, divisor=torch.tensor(40)).item() == pytest.approx(nats.item() / 40, rel=1e-5)
+
+
+def test_no_gradient_work_without_grad_mode(monkeypatch):
+    """Evaluation (no_grad / inference_mode) computes the loss only: no gradient products."""
+    import torch
+
+    from engine import loss as loss_mod
+
+    torch.manual_seed(0)
+    hidden, weight = torch.randn(40, 8, requires_grad=True), torch.randn(50, 8, requires_grad=True)
+    targets = torch.randint(0, 50, (40,))
+    calls = []
+    real_empty_like = torch.empty_like
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: calls.append(1) or real_empty_like(*a, **k))
+    with torch.inference_mode():
+        value = loss_mod.linear_cross_entropy(hidden, weight, targets, rows=16)
+    assert calls == []  # no gradient buffer was made
+    expected = torch.nn.functional.cross_entropy(hidden.detach() @ weight.detach().T, targets)
+    assert torch.allclose(value, expected, atol=1e-5)

@@ -38,6 +38,13 @@ def test_a_run_seen_through_its_events():
     ]
 
 
+def test_a_timed_run_and_word_perplexity():
+    state = RunState(status="starting")
+    started = ev.TrainStarted("t", "seed", "wiki", "bpe:8192", 2_000_000, "cpu", "fp32", 0, 2048, 9, 9, time_budget_s=180.0)
+    assert state.apply(started).endswith("cpu/fp32, for 3m00s of training")
+    assert state.apply(ev.TrainEval(5, 5.0, 148.4, 2.1, word_perplexity=310.2)).endswith("bits/byte 2.1000, word perplexity 310.2")
+
+
 def test_finished_and_failed_runs():
     done = RunState(status="running")
     assert done.apply(ev.TrainFinished("r2", 10, 3.0, 3.1, 1.9, 125.0)) == "finished 'r2' at step 10 in 2m05s"

@@ -79,13 +79,15 @@ class RunState:
             line = (
                 f"training '{event.name}': {event.preset}, {event.params / 1e6:.2f}M params on {event.dataset} "
                 f"({event.train_tokens:,} train / {event.val_tokens:,} val tokens), {event.device}/{event.dtype}, "
-                f"steps {event.start_step}->{event.total_steps}"
+                + (f"for {fmt_s(event.time_budget_s)} of training" if getattr(event, "time_budget_s", None) else f"steps {event.start_step}->{event.total_steps}")
             )
         elif isinstance(event, ev.TrainEval):
             self.eval = event
             self.val_losses.append(event.val_loss)
             self.val_points.append((self._tokens_at(event.step), event.val_loss))
             line = f"eval @ {event.step}: val loss {event.val_loss:.4f}, perplexity {event.perplexity:.1f}, bits/byte {event.bits_per_byte:.4f}"
+            if getattr(event, "word_perplexity", None):
+                line += f", word perplexity {event.word_perplexity:.1f}"
         elif isinstance(event, ev.TrainSample):
             self.sample = event
             self.samples.append(event)
