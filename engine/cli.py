@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--dataset", help="default: the checkpoint's own dataset")
     e.add_argument("--dataset-config")
-    e.add_argument("--split", default="validation", choices=["validation", "test"], help="ignored for a single file: the whole file is evaluated")
+    e.add_argument("--split", default=None, choices=["validation", "test"], help="default validation; a single --dataset file without --split is evaluated whole")
     e.add_argument("--word-level", action="store_true", help="the text is word-level: also report word perplexity (automatic for .tokens files)")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     return parser
@@ -439,7 +439,8 @@ def cmd_eval(args) -> int:
         source.word_level = True
     block = int(info.meta.get("block_size") or 128)
     # a single file given with --dataset is evaluated whole (no split is held out of it)
-    whole_file = bool(args.dataset) and data_mod.looks_like_path(spec) and Path(spec).expanduser().is_file()
+    whole_file = bool(args.dataset) and args.split is None and data_mod.looks_like_path(spec) and Path(spec).expanduser().is_file()
+    args.split = args.split or "validation"
     packed = data_mod.pack(source, tokenizer, block, lambda m: _err(f"note: {m}"), hold_out=not whole_file)
     split = "train" if whole_file else args.split
     if split not in packed.splits:
