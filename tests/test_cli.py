@@ -24,6 +24,7 @@ def env(cli_env, tmp_path):
     return cli_env
 
 
+@pytest.mark.slow  # over 40 s on 2 cores: CI runs it with -m slow
 def test_train_list_generate_eval(env):
     r = run(["train", "--dataset", "builtin", "--preset", "tiny", "--max-steps", "4", "--eval-every", "2", "--name", "t1"], env)
     assert r.returncode == 0, r.stderr
@@ -108,6 +109,7 @@ def test_usage_error_from_the_installed_command(env):
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.slow  # over 40 s on 2 cores: CI runs it with -m slow
 def test_signal_saves_then_exits(env, sig, code):
     proc = subprocess.Popen(
         minigpt_cmd() + ["train", "--dataset", "builtin", "--preset", "tiny", "--max-steps", "500", "--eval-every", "400", "--name", "sig"],

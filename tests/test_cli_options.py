@@ -33,6 +33,7 @@ def _train(args, capsys) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+@pytest.mark.slow  # over 40 s on 2 cores: CI runs it with -m slow
 def test_single_files_tokenizer_path_block_size_device_and_epochs(fresh_dirs, small_files, tiny_checkpoint_dir, capsys):
     tok = str(tiny_checkpoint_dir)  # a folder holding a saved tokenizer
     code, err = _train(["--dataset", str(small_files["raw"]), "--tokenizer", tok, "--block-size", "32", "--device", "cpu",
@@ -95,6 +96,7 @@ def test_generate_sampling_flags(tiny_checkpoint, capsys, monkeypatch):
     assert pen != greedy
 
 
+@pytest.mark.slow  # over 40 s on 2 cores: CI runs it with -m slow
 def test_eval_split_and_dataset(tiny_checkpoint, small_files, capsys):
     assert main(["eval", "--checkpoint", tiny_checkpoint, "--split", "test"]) == 0
     on_test = json.loads(capsys.readouterr().out)

@@ -111,6 +111,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)])
 
 
+@pytest.mark.slow  # over 40 s on 2 cores: CI runs it with -m slow
 def test_disk_full_during_save_keeps_previous_checkpoint(tmp_path, small_disk):
     small_disk, inject = small_disk
     env = _env(tmp_path, data_dir=small_disk)

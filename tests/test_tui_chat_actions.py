@@ -63,6 +63,7 @@ async def test_copy_regenerate_and_edit(fresh_dirs):
         assert [t.content for t in store.turns(chat.conversation_id)] == ["question again", "third"]
 
 
+@pytest.mark.slow  # over 40 s on 2 cores: CI runs it with -m slow
 async def test_context_meter_shows_the_window_and_what_was_cut(ckpt_home, tiny_checkpoint):
     app = MiniGPTApp()
     async with app.run_test(size=(140, 30)) as pilot:

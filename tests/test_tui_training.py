@@ -156,6 +156,7 @@ async def test_pause_resume_and_stop_saves(fresh_dirs):
     assert info.ok and info.meta["steps"] == state.result.step < 5000
 
 
+@pytest.mark.slow  # over 40 s on 2 cores: CI runs it with -m slow
 async def test_fine_tune_a_saved_checkpoint_from_the_form(ckpt_home, tiny_checkpoint):
     """"Start from" a saved checkpoint (by name) with a time budget: the run fine-tunes it
     (its weights, its tokenizer) and ends on the clock."""
