@@ -64,7 +64,7 @@ async def test_send_message_streams_reply_and_persists(ckpt_home, tiny_checkpoin
         # streamed: the reply grew on screen piece by piece before it was complete
         assert len(shown) >= 2 and len(shown[0]) < len(reply.text) and reply.text.startswith(shown[0])
         status = plain(app.screen.query_one("#chat-status"))
-        assert "tok/s" in status and "first token" in status and "ms" in status
+        assert "tok/s" in status and "1st token" in status and "ms" in status
         # persisted in SQLite
         convs = app.conversations.list()
         assert len(convs) == 1 and convs[0].messages == 2

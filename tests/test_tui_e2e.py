@@ -84,7 +84,7 @@ def test_installed_app_in_tmux(ckpt_home, tiny_checkpoint, tmp_path):
         tmux.keys("Enter")
         tmux.wait_for("Hello [b]model[/b]", 10)  # literal, not bold markup
         shown = tmux.wait_for("tok/s", 60)  # the reply finished and its speed is in the status
-        assert "first token" in shown
+        assert "1st token" in shown
         lines = shown.splitlines()
         header = next(i for i, line in enumerate(lines) if line.strip().endswith(tiny_checkpoint) and "\u25cf" not in line)
         assert lines[header + 1].strip(" \u2588\u258c\u2590"), "the reply is empty on screen"
@@ -93,7 +93,7 @@ def test_installed_app_in_tmux(ckpt_home, tiny_checkpoint, tmp_path):
         tmux.wait_for("New run", 10)
         # back to the chat: what the user types lands in the input, and gets a reply
         tmux.keys("F1")
-        tmux.wait_for("first token", 10)
+        tmux.wait_for("1st token", 10)
         tmux.keys("-l", "second message")
         tmux.keys("Enter")
         tmux.wait_for("second message", 10)

@@ -184,3 +184,27 @@ def test_snapshot_saved_chats_search(fresh_dirs, snap_compare):
     app = MiniGPTApp(autoload=False)
     fill(app)
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_token_inspector(fresh_dirs, snap_compare):
+    """The inspector over a fixed reply: tokens coloured by probability, one selected, its top 10."""
+    from engine.events import TokenChoice
+    from tui.inspector import InspectorScreen
+
+    words = ["The", " city", " was", " built", " on", " a", " hill", "."]
+    vocab = words + [" town", " river", " is", " were", " in", " the", " an", " high", " mountain", ",", " of", " and"]
+    choices = []
+    for i, word in enumerate(words):
+        probs = [0.62 / (i + 1)] + [0.3 / (i + 1) / (r + 1) for r in range(9)]
+        alternatives = [(i, probs[0])] + [((i + 8 + r) % len(vocab), probs[r + 1]) for r in range(9)]
+        choices.append(TokenChoice(token_id=i, prob=probs[0], alternatives=tuple(alternatives)))
+
+    async def run_before(pilot):
+        app = pilot.app
+        await wait_until(pilot, lambda: app.model_status == "none", 30, "start-up")
+        app.push_screen(InspectorScreen(choices, lambda t: vocab[t], "Token inspector \u00b7 wiki-seed"))
+        await pilot.pause()
+        await pilot.press("right", "right", "right")
+        await _settle(pilot)
+
+    assert snap_compare(MiniGPTApp(autoload=False), terminal_size=(100, 30), run_before=run_before)

@@ -433,11 +433,12 @@ class ChatScreen(Screen):
             self.turns.append(turn)
             if self.conversation_id is not None:
                 turn.id = self.app.conversations.add(self.conversation_id, turn)
-            parts = [f"{event.new_tokens} tokens"]
+            # (short: the status line fits 80 columns with the model, decode path and context)
+            parts = [f"{event.new_tokens} tok"]
             if event.tokens_per_s:
-                parts.append(f"{event.tokens_per_s:.1f} tok/s")
+                parts.append(f"{event.tokens_per_s:.0f} tok/s")
             if event.time_to_first_token_s is not None:
-                parts.append(f"first token {event.time_to_first_token_s * 1000:.0f} ms")
+                parts.append(f"1st token {event.time_to_first_token_s * 1000:.0f} ms")
             if stopped:
                 parts.append("stopped")
             self.last_stats = " \u00b7 ".join(parts)
