@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_tui_support import FakeChat, anyio_backend, ckpt_home, plain, wait_until  # noqa: F401  (fixtures)
+from test_tui_support import FakeChat, anyio_backend, fake_ready, ckpt_home, plain, wait_until  # noqa: F401  (fixtures)
 from tui.app import MiniGPTApp
 from tui.chat_widgets import ChatInput, TurnView
 from tui.safe import visible
@@ -24,12 +24,6 @@ async def _send(pilot, text: str) -> None:
     inp.load_text(text)
     await wait_until(pilot, lambda: pilot.app.focused is inp, 5, "focus on the input")
     await pilot.press("enter")
-
-
-async def _fake_ready(pilot, app, chat) -> None:
-    await wait_until(pilot, lambda: app.model_status == "none", 10, "start-up")
-    app.chat_model, app.active_name, app.model_status = chat, "fake", "ready"
-    await pilot.pause()
 
 
 def _turns(app):
@@ -94,7 +88,7 @@ async def test_markup_and_escapes_shown_literally(fresh_dirs):
     app = MiniGPTApp(autoload=False)
     nasty = ["[bold]big[/bold] ", "[link=http://x.test]click[/link] ", "\x1b[31mred\x1b[0m ", "bell\x07 \x9b2J"]
     async with app.run_test(size=(100, 30)) as pilot:
-        await _fake_ready(pilot, app, FakeChat(nasty))
+        await fake_ready(pilot, app, FakeChat(nasty))
         await _send(pilot, "[italic]me[/italic] \x1b]0;title\x07")
         chat = app.views["chat"]
         await wait_until(pilot, lambda: chat.reply is None, 30, "the reply")
@@ -128,7 +122,7 @@ def test_visible_controls():
 async def test_input_newline_and_history(fresh_dirs):
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await _fake_ready(pilot, app, FakeChat(["ok"]))
+        await fake_ready(pilot, app, FakeChat(["ok"]))
         inp = app.screen.query_one(ChatInput)
         inp.focus()
         await pilot.press("o", "n", "e", "ctrl+j", "t", "w", "o")
@@ -152,7 +146,7 @@ async def test_input_newline_and_history(fresh_dirs):
 async def test_new_chat_reopen_and_export(fresh_dirs):
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(100, 30)) as pilot:
-        await _fake_ready(pilot, app, FakeChat(["a reply"]))
+        await fake_ready(pilot, app, FakeChat(["a reply"]))
         await _send(pilot, "first question")
         await wait_until(pilot, lambda: app.views["chat"].reply is None, 10, "reply")
         await pilot.press("ctrl+n")
@@ -235,7 +229,7 @@ async def test_sampling_settings_validate_and_persist(fresh_dirs):
 async def test_view_follows_bottom_only_while_at_bottom(fresh_dirs):
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await _fake_ready(pilot, app, FakeChat([f"line {i}\n" for i in range(300)], delay=0.01))
+        await fake_ready(pilot, app, FakeChat([f"line {i}\n" for i in range(300)], delay=0.01))
         await _send(pilot, "many lines please")
         chat = app.views["chat"]
         view = chat.view
@@ -276,7 +270,7 @@ async def test_streaming_updates_are_batched(fresh_dirs, monkeypatch):
     pieces = [f"w{i} " for i in range(300)]
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await _fake_ready(pilot, app, FakeChat(pieces, delay=0.001))
+        await fake_ready(pilot, app, FakeChat(pieces, delay=0.001))
         t0 = time.monotonic()
         await _send(pilot, "go")
         chat = app.views["chat"]

@@ -7,34 +7,24 @@ import json
 
 import pytest
 
-from test_tui_support import FakeChat, anyio_backend, ckpt_home, copy_checkpoint, plain, wait_until  # noqa: F401
+from test_tui_support import FakeChat, anyio_backend, chat_turns, fake_ready, ckpt_home, copy_checkpoint, plain, wait_until  # noqa: F401
 from tui.app import MiniGPTApp
 from tui.chat_widgets import ChatInput, TurnView
 
 pytestmark = pytest.mark.anyio
 
 
-def _turns(app) -> list[TurnView]:
-    return list(app.views["chat"].query(TurnView))
-
-
 async def _send(pilot, text: str) -> None:
     await pilot.press(*text)
     await pilot.press("enter")
     chat = pilot.app.views["chat"]
-    await wait_until(pilot, lambda: chat.reply is None and _turns(pilot.app) and _turns(pilot.app)[-1].role == "assistant", 60, "the reply")
-
-
-async def _fake_ready(pilot, app, chat) -> None:
-    await wait_until(pilot, lambda: app.model_status == "none", 10, "start-up")
-    app.chat_model, app.active_name, app.model_status = chat, "fake", "ready"
-    await pilot.pause()
+    await wait_until(pilot, lambda: chat.reply is None and chat_turns(pilot.app) and chat_turns(pilot.app)[-1].role == "assistant", 60, "the reply")
 
 
 async def test_copy_regenerate_and_edit(fresh_dirs):
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(100, 30)) as pilot:
-        await _fake_ready(pilot, app, FakeChat(["first ", "answer"]))
+        await fake_ready(pilot, app, FakeChat(["first ", "answer"]))
         chat = app.views["chat"]
         store = app.conversations
         await pilot.press("ctrl+o")  # nothing to copy yet: said, nothing copied
@@ -45,8 +35,8 @@ async def test_copy_regenerate_and_edit(fresh_dirs):
         # regenerate: the last reply is replaced, in the view and in the stored chat
         app.chat_model = FakeChat(["second ", "answer"])
         await pilot.press("ctrl+r")
-        await wait_until(pilot, lambda: chat.reply is None and _turns(app)[-1].text == "second answer", 10, "the new reply")
-        assert [(t.role, t.text) for t in _turns(app)] == [("user", "question"), ("assistant", "second answer")]
+        await wait_until(pilot, lambda: chat.reply is None and chat_turns(app)[-1].text == "second answer", 10, "the new reply")
+        assert [(t.role, t.text) for t in chat_turns(app)] == [("user", "question"), ("assistant", "second answer")]
         stored = store.turns(chat.conversation_id)
         assert [(t.role, t.content) for t in stored] == [("user", "question"), ("assistant", "second answer")]
         # edit the last message: it goes back to the input with its reply taken away
@@ -54,12 +44,12 @@ async def test_copy_regenerate_and_edit(fresh_dirs):
         await pilot.pause()
         inp = chat.query_one(ChatInput)
         assert inp.text == "question" and app.focused is inp
-        assert _turns(app) == [] and chat.turns == []
+        assert chat_turns(app) == [] and chat.turns == []
         assert chat.conversation_id is None and store.list() == []  # nothing left: no empty chat kept
         await pilot.press("end", *" again")
         app.chat_model = FakeChat(["third"])
         await pilot.press("enter")
-        await wait_until(pilot, lambda: chat.reply is None and len(_turns(app)) == 2, 10, "the reply")
+        await wait_until(pilot, lambda: chat.reply is None and len(chat_turns(app)) == 2, 10, "the reply")
         assert [t.content for t in store.turns(chat.conversation_id)] == ["question again", "third"]
 
 
@@ -113,7 +103,7 @@ async def test_palette_lists_checkpoints_and_saved_chats(ckpt_home, tiny_checkpo
     copy_checkpoint(ckpt_home, tiny_checkpoint, "palette-model")
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(120, 30)) as pilot:
-        await _fake_ready(pilot, app, FakeChat(["hi"]))
+        await fake_ready(pilot, app, FakeChat(["hi"]))
         await _send(pilot, "a chat about lions")
         await pilot.press("ctrl+n")
         await pilot.press("ctrl+p")
@@ -131,7 +121,7 @@ async def test_palette_lists_checkpoints_and_saved_chats(ckpt_home, tiny_checkpo
         await pilot.press("enter")
         chat = app.views["chat"]
         await wait_until(pilot, lambda: chat.conversation_id is not None, 10, "Open the chat")
-        assert [t.text for t in _turns(app)][0] == "a chat about lions"
+        assert [t.text for t in chat_turns(app)][0] == "a chat about lions"
 
 
 async def test_keymap_file_rebinds_keys_and_reports_bad_entries(fresh_dirs):
@@ -142,12 +132,12 @@ async def test_keymap_file_rebinds_keys_and_reports_bad_entries(fresh_dirs):
     path.write_text(json.dumps({"chat.new": "ctrl+l", "no.such": "ctrl+x", "chat.copy": 5}))
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(100, 30)) as pilot:
-        await _fake_ready(pilot, app, FakeChat(["ok"]))
+        await fake_ready(pilot, app, FakeChat(["ok"]))
         await _send(pilot, "hello")
         chat = app.views["chat"]
         assert chat.conversation_id is not None
         await pilot.press("ctrl+l")  # the user's key for a new chat
-        await wait_until(pilot, lambda: chat.conversation_id is None and not _turns(app), 5, "a new chat")
+        await wait_until(pilot, lambda: chat.conversation_id is None and not chat_turns(app), 5, "a new chat")
         messages = " ".join(str(n.message) for n in app._notifications)
         assert "no.such" in messages and "chat.copy" in messages
 
@@ -194,7 +184,7 @@ async def test_search_box_in_saved_chats(fresh_dirs):
 
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(120, 30)) as pilot:
-        await _fake_ready(pilot, app, FakeChat(["noted"]))
+        await fake_ready(pilot, app, FakeChat(["noted"]))
         for text in ("first about apples", "second about pears"):
             await _send(pilot, text)
             await pilot.press("ctrl+n")
@@ -209,7 +199,7 @@ async def test_search_box_in_saved_chats(fresh_dirs):
         assert "\u00bbpears\u00ab" in table.get_row_at(0)[4].plain
         await pilot.press("enter", "enter")  # to the results, then open the hit
         chat = app.views["chat"]
-        await wait_until(pilot, lambda: _turns(app) and _turns(app)[0].text == "second about pears", 10, "the chat")
+        await wait_until(pilot, lambda: chat_turns(app) and chat_turns(app)[0].text == "second about pears", 10, "the chat")
 
 
 async def test_compare_two_checkpoints_side_by_side(ckpt_home, tiny_checkpoint):
@@ -268,7 +258,7 @@ async def test_token_inspector_on_a_real_reply(ckpt_home, tiny_checkpoint):
         await pilot.pause()
         assert not isinstance(app.screen, InspectorScreen)
         await _send(pilot, "In the beginning")
-        reply = _turns(app)[-1]
+        reply = chat_turns(app)[-1]
         assert reply.choices and len(reply.choices) >= 1
         await pilot.press("f8")
         await wait_until(pilot, lambda: isinstance(app.screen, InspectorScreen), 5, "the inspector")

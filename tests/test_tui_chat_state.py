@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from engine.events import GenerationFailed, GenerationStarted, TokenGenerated
-from test_tui_support import FakeChat, anyio_backend, ckpt_home, wait_until  # noqa: F401  (fixtures)
+from test_tui_support import FakeChat, anyio_backend, chat_turns, fake_ready, ckpt_home, wait_until  # noqa: F401  (fixtures)
 from tui.app import MiniGPTApp
 from tui.chat_widgets import ChatInput, TurnView
 from tui.messages import ConversationDeleted
@@ -16,20 +16,10 @@ from tui.messages import ConversationDeleted
 pytestmark = pytest.mark.anyio
 
 
-def _turns(app) -> list[TurnView]:
-    return list(app.views["chat"].query(TurnView))
-
-
 async def _type_and_send(pilot, text: str) -> None:
     """Type as a person does: into whatever has focus (the test never moves focus itself)."""
     await pilot.press(*text)
     await pilot.press("enter")
-
-
-async def _fake_ready(pilot, app, chat) -> None:
-    await wait_until(pilot, lambda: app.model_status == "none", 10, "start-up")
-    app.chat_model, app.active_name, app.model_status = chat, "fake", "ready"
-    await pilot.pause()
 
 
 class FailingChat(FakeChat):
@@ -62,8 +52,8 @@ async def test_new_user_path_train_stop_then_chat(fresh_dirs):
         assert isinstance(app.focused, ChatInput), app.focused
         await _type_and_send(pilot, "hello")
         chat = app.views["chat"]
-        await wait_until(pilot, lambda: len(_turns(app)) == 2 and chat.reply is None, 60, "the reply")
-        user, reply = _turns(app)
+        await wait_until(pilot, lambda: len(chat_turns(app)) == 2 and chat.reply is None, 60, "the reply")
+        user, reply = chat_turns(app)
         assert user.text == "hello" and reply.role == "assistant" and not reply.error
         assert not app.run_state.running
 
@@ -73,10 +63,10 @@ async def test_model_status_none_keeps_focus_in_the_input(fresh_dirs):
     the next Enter would start a training run nobody asked for."""
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(100, 30)) as pilot:
-        await _fake_ready(pilot, app, FakeChat(["fine."]))
+        await fake_ready(pilot, app, FakeChat(["fine."]))
         await _type_and_send(pilot, "hi")
         chat = app.views["chat"]
-        await wait_until(pilot, lambda: chat.reply is None and len(_turns(app)) == 2, 10, "the reply")
+        await wait_until(pilot, lambda: chat.reply is None and len(chat_turns(app)) == 2, 10, "the reply")
         app.chat_model, app.active_name, app.model_status = None, None, "none"  # as deleting the active checkpoint does
         await pilot.pause()
         await pilot.press("ctrl+n")  # a new chat: the first-run offer shows again
@@ -93,7 +83,7 @@ async def test_model_status_none_keeps_focus_in_the_input(fresh_dirs):
 async def test_late_reply_stays_in_its_own_conversation(fresh_dirs, how):
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(100, 30)) as pilot:
-        await _fake_ready(pilot, app, FakeChat(["old "], delay=0.0))
+        await fake_ready(pilot, app, FakeChat(["old "], delay=0.0))
         store = app.conversations
         await _type_and_send(pilot, "first chat")
         chat = app.views["chat"]
@@ -114,7 +104,7 @@ async def test_late_reply_stays_in_its_own_conversation(fresh_dirs, how):
         await wait_until(pilot, lambda: not chat.detached, 10, "the late reply to end")
         await pilot.pause()
         # the view shows only what belongs to the conversation now shown
-        shown = [(t.role, t.text) for t in _turns(app)]
+        shown = [(t.role, t.text) for t in chat_turns(app)]
         if how == "open another":
             assert chat.conversation_id == other and shown == [("user", "first chat"), ("assistant", "old ")]
         else:
@@ -128,7 +118,7 @@ async def test_late_reply_stays_in_its_own_conversation(fresh_dirs, how):
         # the next message starts clean: no late turn is sent with it
         app.chat_model = FakeChat(["new."])
         await _type_and_send(pilot, "third")
-        await wait_until(pilot, lambda: chat.reply is None and _turns(app) and _turns(app)[-1].text == "new.", 10, "a reply")
+        await wait_until(pilot, lambda: chat.reply is None and chat_turns(app) and chat_turns(app)[-1].text == "new.", 10, "a reply")
         roles = [t.role for t in store.turns(chat.conversation_id)]
         assert roles[-2:] == ["user", "assistant"] and "assistant" not in roles[:1]
 
@@ -138,26 +128,26 @@ async def test_failed_reply_gives_the_message_back(fresh_dirs):
     the message is back in the input to send again."""
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(100, 30)) as pilot:
-        await _fake_ready(pilot, app, FakeChat(["ok."]))
+        await fake_ready(pilot, app, FakeChat(["ok."]))
         store = app.conversations
         await _type_and_send(pilot, "one")
         chat = app.views["chat"]
-        await wait_until(pilot, lambda: chat.reply is None and len(_turns(app)) == 2, 10, "a reply")
+        await wait_until(pilot, lambda: chat.reply is None and len(chat_turns(app)) == 2, 10, "a reply")
         app.chat_model = FailingChat([])
         await _type_and_send(pilot, "two")
-        await wait_until(pilot, lambda: chat.reply is None and _turns(app)[-1].error, 10, "the failure")
+        await wait_until(pilot, lambda: chat.reply is None and chat_turns(app)[-1].error, 10, "the failure")
         assert chat.query_one(ChatInput).text == "two"
         assert [(t.role, t.content) for t in store.turns(chat.conversation_id)] == [("user", "one"), ("assistant", "ok.")]
         app.chat_model = FakeChat(["again."])
         await pilot.press("enter")  # send it again as it is
-        await wait_until(pilot, lambda: chat.reply is None and _turns(app)[-1].text == "again.", 10, "the retry")
+        await wait_until(pilot, lambda: chat.reply is None and chat_turns(app)[-1].text == "again.", 10, "the retry")
         assert [t.role for t in store.turns(chat.conversation_id)] == ["user", "assistant", "user", "assistant"]
 
         # a first message that fails leaves no empty conversation behind
         await pilot.press("ctrl+n")
         app.chat_model = FailingChat([])
         await _type_and_send(pilot, "lonely")
-        await wait_until(pilot, lambda: chat.reply is None and _turns(app) and _turns(app)[-1].error, 10, "the failure")
+        await wait_until(pilot, lambda: chat.reply is None and chat_turns(app) and chat_turns(app)[-1].error, 10, "the failure")
         assert chat.conversation_id is None and len(store.list()) == 1
 
 

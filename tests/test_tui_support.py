@@ -27,6 +27,20 @@ async def wait_until(pilot, condition, timeout: float = 60.0, what: str = "condi
         await pilot.pause(0.05)
 
 
+async def fake_ready(pilot, app, chat) -> None:
+    """The app with no checkpoint, then ``chat`` (a FakeChat) as its ready model."""
+    await wait_until(pilot, lambda: app.model_status == "none", 10, "start-up")
+    app.chat_model, app.active_name, app.model_status = chat, "fake", "ready"
+    await pilot.pause()
+
+
+def chat_turns(app) -> list:
+    """The turns shown in the chat screen (whichever screen is on top)."""
+    from tui.chat_widgets import TurnView
+
+    return list(app.views["chat"].query(TurnView))
+
+
 def session_checkpoints(isolated_dirs) -> Path:
     return Path(isolated_dirs) / "data" / "minigpt-tui" / "checkpoints"
 
