@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--data DIR] [--budget-min N] [--out report.json]``"""
+"""``python -m bench [--quick] [--data DIR] [--budget-min N] [--out report.json]``; ``python -m bench sweep --help``"""
 
 from __future__ import annotations
 
@@ -25,6 +25,12 @@ def _clean(obj):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["sweep"]:
+        os.environ.setdefault("MINIGPT_OFFLINE", "1")
+        from .sweep import main as sweep_main
+
+        return sweep_main(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="smoke run: data subset, short budget, one round (CI)")
     ap.add_argument("--data", default=None, help="WikiText-2 folder (default ../shared/data/wikitext-2)")

@@ -3,7 +3,7 @@ tutorial's ``model.generate`` + ``TextIteratorStreamer``, alternating in one pro
 
 ``measure_decode(checkpoint, prompt_ids, reps)`` -> the ``generation.decode`` section:
 
-* the checkpoint (the bench's ``seed``-preset model with the ``bpe:8192`` tokenizer), a 32-token
+* the checkpoint (the bench's ``seed``-preset model with the default tokenizer), a 32-token
   prompt, 90 new tokens, temperature 0.8, top-k 50 (top-p and repetition penalty off, as the
   streamer baseline has them);
 * engine: ``ChatModel.stream`` on a worker thread (``GenerationJob``, as the app runs it), once

@@ -40,6 +40,8 @@ def markdown(r: dict) -> str:
         ("time to first token, 200-token prompt", "", f"{_n(g['engine_ttft_ms'], '{:.1f}')} ms", "", "<= 50 ms"),
         ("app: first frame after launch / first reply token after Enter", "",
          f"{_n(a.get('first_frame_ms'))} ms / {_n(a.get('first_token_ms'))} ms", "", "<= 500 / <= 150 ms"),
+        ("app: first frame of a bare Textual app launched the same way (the floor)", "",
+         f"{_n(a.get('textual_floor_first_frame_ms'))} ms", "", ""),
         ("peak RSS: training `seed` " + (f"(eval of {m['eval_blocks']} blocks)" if "eval_blocks" in m else "(eval of 8 blocks: an old report)")
          + " / chatting", "",
          f"{_n(m.get('train_peak_rss_mb'))} MB / {_n(m.get('chat_peak_rss_mb'))} MB", "", "<= 1.5 GB"),

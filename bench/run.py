@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import baseline
 from . import engine_side
+from engine.model import PRESETS
 
 # Sampling shared by both generation sides.
 GEN = dict(temperature=0.8, top_k=40)
@@ -202,7 +203,8 @@ def _run(tmp: Path, data: Path, budget_min: float, quick: bool, rounds: int | No
         "throughput_steps": k_steps,
         "engine_tokenizer": engine_side.TOKENIZER,
         "baseline": "GPT-2 tokenizer, lines padded to 128, batch 8, Trainer defaults (fp32, lr 5e-5, dropout 0.1)",
-        "engine": f"seed preset, packed blocks of 128, batch 16, tokenizer {engine_side.TOKENIZER}, dtype auto",
+        "engine": f"seed preset (batch {PRESETS['seed'].batch_size}, lr {PRESETS['seed'].lr:g}), packed blocks of 128, "
+        f"tokenizer {engine_side.TOKENIZER}, dtype auto: the product's defaults",
     }
 
     # --- preparation (one-time costs, reported, not in any rate) ---
@@ -351,7 +353,7 @@ def _run(tmp: Path, data: Path, budget_min: float, quick: bool, rounds: int | No
     report["generation"] = gen
     del chat, gref
 
-    # --- 3b. decode speed on the engine's own checkpoint (seed preset, bpe:8192) ---
+    # --- 3b. decode speed on the engine's own checkpoint (seed preset, the default tokenizer) ---
     from .decode import measure_decode
 
     log("generation: decode paths on the engine's checkpoint")
@@ -388,7 +390,7 @@ def _run(tmp: Path, data: Path, budget_min: float, quick: bool, rounds: int | No
         "chat_peak_rss_mb": measure(["chat", "quality", "256"], env),
         "eval_blocks": product.eval_blocks,
         "sample_tokens": product.sample_tokens,
-        "note": f"seed preset, tokenizer {engine_side.TOKENIZER}, batch 16 x 128, {steps} steps and an evaluation of "
+        "note": f"seed preset, tokenizer {engine_side.TOKENIZER}, batch {PRESETS['seed'].batch_size} x 128, {steps} steps and an evaluation of "
         f"{product.eval_blocks} validation blocks plus a {product.sample_tokens}-token sample (the product's settings), "
         "fresh process",
     }
@@ -498,7 +500,7 @@ def table(r: dict) -> str:
         ("s to baseline's bpb (same text)", "", f(q["engine_seconds_to_baseline_bpb"]), "", "<= 60"),
         ("gen steady tokens/s", f(g["baseline_tokens_per_s"]), f(g["engine_tokens_per_s"]), f(g.get("tokens_ratio"), "{:.1f}x"), ">= 2x"),
         ("gen TTFT ms (200-tok prompt)", f(g["baseline_ttft_ms"]), f(g["engine_ttft_ms"]), "", "<= 50"),
-        ("decode tok/s seed bpe:8192 (" + str(d.get("decode_path", "-")) + ")", f(d.get("generate_streamer_tokens_per_s")),
+        (f"decode tok/s seed {engine_side.TOKENIZER} (" + str(d.get("decode_path", "-")) + ")", f(d.get("generate_streamer_tokens_per_s")),
          f(d.get("engine_tokens_per_s")), f(d.get("ratio_vs_streamer"), "{:.1f}x"), ">= 1000, >= 6x"),
         ("decode tok/s reference path", "", f(d.get("reference_tokens_per_s")), f(d.get("ratio_vs_reference"), "{:.1f}x"), ""),
         ("decode TTFT ms (32-tok prompt)", "", f(d.get("ttft_ms_32")), "", "<= 10"),

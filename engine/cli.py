@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model (headless)")
     t.add_argument("--dataset", help="hub id (default wikitext), a file or folder, or 'builtin'")
     t.add_argument("--dataset-config", help="hub dataset config (default wikitext-2-raw-v1 for wikitext)")
-    t.add_argument("--tokenizer", default="gpt2", help="gpt2 | bpe:N | PATH (default gpt2)")
+    t.add_argument("--tokenizer", default=None, help="gpt2 | bpe:N | PATH (default: bpe:16384 trained on the data; with --init, that model's own)")
     t.add_argument("--preset", default="seed", choices=list(PRESETS), help="model size (default seed)")
     t.add_argument("--init", metavar="MODEL", help="start from a pretrained causal LM (hub id or folder): fine-tuning")
     t.add_argument("--block-size", type=_positive_int)

@@ -54,6 +54,7 @@ class TrainStep:
     epoch: float
     train_s: float | None = None  # training time so far (without evaluation, sampling, saving, pauses)
     time_budget_s: float | None = None
+    grad_norm: float | None = None  # of this step's gradients, before clipping to 1.0
 
 
 @dataclass(frozen=True)

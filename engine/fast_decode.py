@@ -17,29 +17,66 @@ positions ``0..T-1``, ``step`` runs one token at position ``T`` and writes its k
 in place.  Sliding the window is a new prefill (absolute positions cannot be shifted), as on
 the reference path.
 
-Only ``GPT2LMHeadModel`` is supported (the presets, GPT-2 and distilgpt2 from the Hugging Face
-cache); ``unsupported_reason`` says why another model takes the reference path.
+``GPT2LMHeadModel`` (the presets, GPT-2 and distilgpt2 from the Hugging Face cache) and
+``LlamaForCausalLM`` with the default rotary embedding (``--arch llama``: RMSNorm, rotary
+positions, SwiGLU, grouped-query attention) are supported; ``unsupported_reason`` says why
+another model takes the reference path, and ``make_decoder`` builds the right one.
 """
 
 from __future__ import annotations
 
 
 def unsupported_reason(model) -> str | None:
-    """None when ``GPT2FastDecoder`` can run this model, else a few words why not."""
+    """None when a fast decoder can run this model, else a few words why not."""
     cfg = getattr(model, "config", None)
     kind = getattr(cfg, "model_type", None)
-    if kind != "gpt2" or type(model).__name__ != "GPT2LMHeadModel":
-        return f"no fast path for {kind or type(model).__name__} models"
-    if getattr(cfg, "add_cross_attention", False):
-        return "cross-attention is not supported"
-    if getattr(cfg, "_attn_implementation", "sdpa") == "eager" and getattr(cfg, "reorder_and_upcast_attn", False):
-        return "reorder_and_upcast_attn is not supported"
+    name = type(model).__name__
+    if kind == "gpt2" and name == "GPT2LMHeadModel":
+        if getattr(cfg, "add_cross_attention", False):
+            return "cross-attention is not supported"
+        if getattr(cfg, "_attn_implementation", "sdpa") == "eager" and getattr(cfg, "reorder_and_upcast_attn", False):
+            return "reorder_and_upcast_attn is not supported"
+    elif kind == "llama" and name == "LlamaForCausalLM":
+        rope = getattr(cfg, "rope_parameters", None) or {}
+        if rope.get("rope_type", "default") != "default":
+            return f"rope type {rope.get('rope_type')} is not supported"
+        if getattr(cfg, "hidden_act", "silu") != "silu" or getattr(cfg, "attention_bias", False) or getattr(cfg, "mlp_bias", False):
+            return "only SiLU MLPs without biases are supported"
+    else:
+        return f"no fast path for {kind or name} models"
     if model.training:
         return "the model is in training mode"
     return None
 
 
-class GPT2FastDecoder:
+def make_decoder(model, cache_dtype=None):
+    """The fast decoder for ``model`` (check ``unsupported_reason`` first)."""
+    if model.config.model_type == "llama":
+        return LlamaFastDecoder(model, cache_dtype)
+    return GPT2FastDecoder(model, cache_dtype)
+
+
+class _CachedDecoder:
+    """What both decoders share: the check that the model's weights are still the ones the
+    decoder points at, and the position of the next token in the cache."""
+
+    def matches(self, model, cache_dtype=None) -> bool:
+        """Still usable for ``model`` (same module, weights not moved or resized)?"""
+        return model is self.model and self._key == self._weights_key() and (cache_dtype or self.weight_dtype) == self.dtype
+
+    def _prompt_length(self, ids) -> int:
+        t = int(ids.shape[0])
+        if t > self.ctx:
+            raise ValueError(f"prompt of {t} tokens is longer than the window ({self.ctx})")
+        return t
+
+    def _next_position(self) -> int:
+        if self.pos >= self.ctx:
+            raise ValueError("the window is full: prefill again")
+        return self.pos
+
+
+class GPT2FastDecoder(_CachedDecoder):
     """Prefill + one-token steps over a ``GPT2LMHeadModel``'s parameters.
 
     ``head`` optionally replaces the LM head weight (a bf16 copy on CPUs with fast bf16).
@@ -64,7 +101,8 @@ class GPT2FastDecoder:
         self.lm_head = model.lm_head.weight
         self.has_head_bias = getattr(model.lm_head, "bias", None) is not None
         device = self.wte.device
-        self.dtype = cache_dtype or self.wte.dtype
+        self.weight_dtype = self.wte.dtype
+        self.dtype = cache_dtype or self.weight_dtype
         self.layers = []
         for i, block in enumerate(tr.h):
             attn, mlp = block.attn, block.mlp
@@ -95,10 +133,6 @@ class GPT2FastDecoder:
     def _weights_key(self):
         return (self.wte.data_ptr(), self.wte.device, self.wte.dtype, len(self.model.transformer.h))
 
-    def matches(self, model, cache_dtype=None) -> bool:
-        """Still usable for ``model`` (same module, weights not moved or resized)?"""
-        return model is self.model and self._key == self._weights_key() and (cache_dtype or self.wte.dtype) == self.dtype
-
     # --- the arithmetic ---
     def prefill(self, ids, head=None):
         """Run the prompt ``ids`` ([1, T] or [T] long tensor) from position 0; logits of its last
@@ -107,9 +141,7 @@ class GPT2FastDecoder:
         import torch.nn.functional as F
 
         ids = ids.reshape(-1)
-        t = int(ids.shape[0])
-        if t > self.ctx:
-            raise ValueError(f"prompt of {t} tokens is longer than the window ({self.ctx})")
+        t = self._prompt_length(ids)
         nh, hd, c, eps = self.n_head, self.head_dim, self.n_embd, self.eps
         x = self.wte[ids] + self.wpe[:t]
         sdpa = F.scaled_dot_product_attention
@@ -135,9 +167,7 @@ class GPT2FastDecoder:
         """Run one token at the next position; its logits, [1, vocab]."""
         import torch
 
-        pos = self.pos
-        if pos >= self.ctx:
-            raise ValueError("the window is full: prefill again")
+        pos = self._next_position()
         nh, hd, c, eps = self.n_head, self.head_dim, self.n_embd, self.eps
         x = torch.add(self.wte[token], self.wpe[pos]).view(1, c)
         ln, addmm, bmm, softmax = torch.layer_norm, torch.addmm, torch.bmm, torch.softmax
@@ -165,6 +195,132 @@ class GPT2FastDecoder:
         if h.dtype != w.dtype:
             h = h.to(w.dtype)
         return F.linear(h, w, self.model.lm_head.bias if self.has_head_bias else None)
+
+
+class LlamaFastDecoder(_CachedDecoder):
+    """Prefill + one-token steps over a ``LlamaForCausalLM``'s parameters (no copies), as its
+    forward computes them: RMSNorm, rotary positions from the model's own ``inv_freq`` (a cos/sin
+    table for every position, made once), grouped-query attention over a preallocated cache
+    (query heads grouped per key head: no repeated keys), SwiGLU, the (tied) head.  Same
+    interface and caveats as ``GPT2FastDecoder``."""
+
+    def __init__(self, model, cache_dtype=None):
+        import torch
+
+        cfg = model.config
+        inner = model.model
+        self.model = model
+        self.n_head = cfg.num_attention_heads
+        self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_head
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_head
+        self.n_embd = cfg.hidden_size
+        self.ctx = int(cfg.max_position_embeddings)
+        self.embed = inner.embed_tokens.weight
+        self.norm = (inner.norm.weight, float(inner.norm.variance_epsilon))
+        self.lm_head = model.lm_head.weight
+        self.has_head_bias = False
+        device = self.embed.device
+        self.weight_dtype = self.embed.dtype
+        self.dtype = cache_dtype or self.weight_dtype
+        self.layers = []
+        for layer in inner.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            self.layers.append(
+                (
+                    (layer.input_layernorm.weight, float(layer.input_layernorm.variance_epsilon)),
+                    attn.q_proj.weight,
+                    attn.k_proj.weight,
+                    attn.v_proj.weight,
+                    attn.o_proj.weight,
+                    (layer.post_attention_layernorm.weight, float(layer.post_attention_layernorm.variance_epsilon)),
+                    mlp.gate_proj.weight,
+                    mlp.up_proj.weight,
+                    mlp.down_proj.weight,
+                    float(attn.scaling),
+                )
+            )
+        rotary = inner.rotary_emb
+        positions = torch.arange(self.ctx, device=device, dtype=torch.float32)
+        freqs = positions[:, None] * rotary.inv_freq.to(device=device, dtype=torch.float32)[None, :]
+        table = torch.cat((freqs, freqs), dim=-1)
+        scale = float(getattr(rotary, "attention_scaling", 1.0))
+        self.cos = (table.cos() * scale).to(self.embed.dtype)  # [position, head_dim]
+        self.sin = (table.sin() * scale).to(self.embed.dtype)
+        self.kv = torch.zeros((len(self.layers), 2, self.n_kv, self.ctx, self.head_dim), dtype=self.dtype, device=device)
+        self.cache_views = [(kv, kv[0].transpose(1, 2), kv[1]) for kv in self.kv]
+        self.pos = 0
+        self._key = self._weights_key()
+
+    def _weights_key(self):
+        return (self.embed.data_ptr(), self.embed.device, self.embed.dtype, len(self.model.model.layers))
+
+    def _rotate(self, x, cos, sin):
+        """Rotary positions: x * cos + rotate_half(x) * sin (the last dim is head_dim)."""
+        import torch
+
+        half = self.head_dim // 2
+        return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+    def prefill(self, ids, head=None):
+        import torch
+        import torch.nn.functional as F
+
+        ids = ids.reshape(-1)
+        t = self._prompt_length(ids)
+        nh, nkv, hd, c = self.n_head, self.n_kv, self.head_dim, self.n_embd
+        rms, linear = torch.rms_norm, F.linear
+        cos, sin = self.cos[:t], self.sin[:t]
+        x = self.embed[ids]
+        for i, (n1, wq, wk, wv, wo, n2, wg, wu, wd, scale) in enumerate(self.layers):
+            h = rms(x, (c,), n1[0], n1[1])
+            q = self._rotate(linear(h, wq).view(t, nh, hd).transpose(0, 1), cos, sin)
+            k = self._rotate(linear(h, wk).view(t, nkv, hd).transpose(0, 1), cos, sin)
+            v = linear(h, wv).view(t, nkv, hd).transpose(0, 1)
+            self.kv[i, 0, :, :t].copy_(k)
+            self.kv[i, 1, :, :t].copy_(v)
+            if nkv != nh:
+                k, v = k.repeat_interleave(nh // nkv, dim=0), v.repeat_interleave(nh // nkv, dim=0)
+            a = F.scaled_dot_product_attention(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), is_causal=t > 1, scale=scale)
+            x = x + linear(a[0].transpose(0, 1).reshape(t, nh * hd), wo)
+            h = rms(x, (c,), n2[0], n2[1])
+            x = x + linear(F.silu(linear(h, wg)) * linear(h, wu), wd)
+        self.pos = t
+        return self._logits(x[-1:], head)
+
+    def step(self, token: int, head=None):
+        import torch
+        import torch.nn.functional as F
+
+        pos = self._next_position()
+        nh, nkv, hd, c = self.n_head, self.n_kv, self.head_dim, self.n_embd
+        rms, linear, bmm, softmax = torch.rms_norm, F.linear, torch.bmm, torch.softmax
+        cos, sin = self.cos[pos], self.sin[pos]
+        end = pos + 1
+        group = nh // nkv
+        x = self.embed[token].view(1, c)
+        for (n1, wq, wk, wv, wo, n2, wg, wu, wd, scale), (kv, keys_t, values) in zip(self.layers, self.cache_views):
+            h = rms(x, (c,), n1[0], n1[1])
+            qk = self._rotate(torch.cat((linear(h, wq), linear(h, wk)), dim=1).view(nh + nkv, hd), cos, sin)
+            kv[0, :, pos].copy_(qk[nh:])
+            kv[1, :, pos].copy_(linear(h, wv).view(nkv, hd))
+            # the query heads of each key head together: [kv head, group, head_dim] x [kv head, head_dim, end]
+            scores = bmm(qk[:nh].view(nkv, group, hd), keys_t.narrow(2, 0, end)).mul_(scale)
+            a = bmm(softmax(scores, -1), values.narrow(1, 0, end))
+            x = x + linear(a.view(1, nh * hd), wo)
+            h = rms(x, (c,), n2[0], n2[1])
+            x = x + linear(F.silu(linear(h, wg)) * linear(h, wu), wd)
+        self.pos = end
+        return self._logits(x, head)
+
+    def _logits(self, x, head):
+        import torch
+        import torch.nn.functional as F
+
+        h = torch.rms_norm(x, (self.n_embd,), self.norm[0], self.norm[1])
+        w = head if head is not None else self.lm_head
+        if h.dtype != w.dtype:
+            h = h.to(w.dtype)
+        return F.linear(h, w)
 
 
 def _attn_scale(cfg, attn, layer: int) -> float:

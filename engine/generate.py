@@ -167,11 +167,11 @@ class ChatModel:
         weights were moved or replaced), or None where the model has no fast path."""
         if self._fast_unavailable() is not None:
             return None
-        from .fast_decode import GPT2FastDecoder
+        from .fast_decode import make_decoder
 
         cache_dtype = self._cache_dtype()
         if self._fast is None or not self._fast.matches(self.model, cache_dtype):
-            self._fast = GPT2FastDecoder(self.model, cache_dtype=cache_dtype)
+            self._fast = make_decoder(self.model, cache_dtype=cache_dtype)
         return self._fast
 
     def _cache_dtype(self):
@@ -454,15 +454,32 @@ def _accepts(model, arg: str) -> bool:
 
 
 class _Detokenizer:
-    """Incremental decoding: emit text only once it is whole (no half UTF-8 characters)."""
+    """Incremental decoding: emit text only once it is whole (no half UTF-8 characters).
+
+    Fast tokenizers use ``tokenizers.decoders.DecodeStream`` (one Rust call per token, primed
+    with the last tokens of the context so a word's leading space comes out right); others
+    decode the recent ids twice per token and emit the difference.
+    """
 
     def __init__(self, tokenizer, context_ids: list[int]):
         self.tok = tokenizer
+        self.backend = getattr(tokenizer, "backend_tokenizer", None)
+        self.pending: list[int] = []  # ids not yet emitted as text
+        if self.backend is not None:
+            from tokenizers.decoders import DecodeStream
+
+            self.stream = DecodeStream(ids=list(context_ids), skip_special_tokens=False)
         self.ids = list(context_ids)
         self.prefix = 0
         self.read = len(self.ids)
 
     def push(self, token: int) -> str:
+        if self.backend is not None:
+            self.pending.append(token)
+            piece = self.stream.step(self.backend, token)
+            if piece:
+                self.pending.clear()
+            return piece or ""
         self.ids.append(token)
         before = self.tok.decode(self.ids[self.prefix : self.read], skip_special_tokens=False)
         after = self.tok.decode(self.ids[self.prefix :], skip_special_tokens=False)
@@ -472,6 +489,11 @@ class _Detokenizer:
         return ""
 
     def flush(self) -> str:
+        """What is left when the reply ends inside a character (with replacement characters)."""
+        if self.backend is not None:
+            tail = self.backend.decode(self.pending, skip_special_tokens=False) if self.pending else ""
+            self.pending.clear()
+            return tail
         if self.read >= len(self.ids):
             return ""
         before = self.tok.decode(self.ids[self.prefix : self.read], skip_special_tokens=False)

@@ -29,7 +29,8 @@ PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         Preset("tiny", 64, 2, 2, 64, 8, 3e-3, "2 layers x 64 wide: for tests, trains in seconds"),
-        Preset("seed", 128, 6, 8, 128, 16, 1e-3, "the tutorial's GPT2Config(n_embd=128, n_layer=6, n_head=8), block 128"),
+        # batch and rate: the sweep's winners for this shape (bench/results/2026-12-01-sweep-2m*.json)
+        Preset("seed", 128, 6, 8, 128, 8, 2e-3, "the tutorial's GPT2Config(n_embd=128, n_layer=6, n_head=8), block 128"),
         Preset("small", 384, 6, 6, 256, 16, 6e-4, "6 layers x 384 wide, block 256"),
         Preset("gpt2", 768, 12, 12, 1024, 8, 6e-4, "GPT-2 small (124M), block 1024"),
     )

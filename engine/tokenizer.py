@@ -161,5 +161,11 @@ def token_byte_lengths(tokenizer) -> list[int]:
     return lengths
 
 
-def describe(tokenizer) -> str:
-    return f"{type(tokenizer).__name__}({len(tokenizer)} tokens)"
+def describe(tokenizer, spec: str | None = None) -> str:
+    """For people: "bpe:16384 (16,384 tokens)", "gpt2 (50,257 tokens)", or a path's name."""
+    if spec:
+        kind, _size = parse_spec(spec)
+        label = Path(spec).name if kind == "path" else spec
+    else:
+        label = type(tokenizer).__name__
+    return f"{label} ({len(tokenizer):,} tokens)"

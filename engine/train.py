@@ -1,9 +1,9 @@
 """Training: ``transformers.Trainer`` on a worker thread, reporting typed events.
 
 ``TrainingJob(config, sink).start()`` runs a whole run: tokenizer, data, model, Trainer.  A
-``TrainerCallback`` turns the Trainer's hooks into events (step, eval, sample, checkpoint),
-honours pause and cancel within one step, and publishes each Trainer save into the
-checkpoint store atomically.  The Trainer brings resume, schedules, mixed precision and
+``TrainerCallback`` (``engine.callback``) turns the Trainer's hooks into events (step, eval,
+sample, checkpoint), honours pause and cancel within one step, and publishes each Trainer save
+into the checkpoint store atomically.  The Trainer brings resume, schedules, mixed precision and
 multi-process data parallel (``torchrun``); rank 0 alone reports and writes the store.
 """
 
@@ -15,7 +15,7 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,20 +24,7 @@ from . import distributed as dist
 from . import tokenizer as tok_mod
 from .checkpoints import META_FILE, RESUME_DIR, CheckpointStore, link_or_copy, validate_name
 from .errors import CheckpointError, EngineError, UsageError
-from .events import (
-    CheckpointSaved,
-    Notice,
-    Sink,
-    TrainCancelled,
-    TrainEval,
-    TrainFailed,
-    TrainFinished,
-    TrainPaused,
-    TrainResumed,
-    TrainSample,
-    TrainStarted,
-    TrainStep,
-)
+from .events import Notice, Sink, TrainCancelled, TrainFailed, TrainFinished
 from .model import ARCHES, PRESETS, get_preset
 from .schedule import TrainClock, format_duration
 
@@ -47,6 +34,9 @@ MAX_BLOCK = 16_384
 SAVING = "saving"  # TrainingJob.doing while a checkpoint is written
 OPTIMIZERS = ("adamw", "muon")
 EVALS_PER_BUDGET = 5  # with --time and no --eval-every
+# A byte-level BPE trained on the run's own text (cached per corpus).  GPT-2's 50,257 tokens
+# make the LM head and the loss most of a small model's step; see bench/results/ for the sweep.
+DEFAULT_TOKENIZER = "bpe:16384"
 UNCAPPED_STEPS = 1_000_000_000  # the Trainer's max_steps when only a time budget ends the run
 
 
@@ -54,7 +44,7 @@ UNCAPPED_STEPS = 1_000_000_000  # the Trainer's max_steps when only a time budge
 class TrainConfig:
     dataset: str | None = None
     dataset_config: str | None = None
-    tokenizer: str = "gpt2"
+    tokenizer: str | None = None  # None: DEFAULT_TOKENIZER, or the --init model's own tokenizer
     preset: str = "seed"
     init: str | None = None
     block_size: int | None = None
@@ -119,7 +109,7 @@ class TrainConfig:
             raise UsageError(f"unknown device '{self.device}': use auto, cpu or cuda")
         if self.dtype not in (None, "fp32", "bf16", "fp16"):
             raise UsageError("dtype must be fp32, bf16 or fp16")
-        tok_mod.parse_spec(self.tokenizer)
+        tok_mod.parse_spec(self.tokenizer_spec)
         if self.name is not None:
             validate_name(self.name)
         if self.resume is not None:
@@ -129,6 +119,26 @@ class TrainConfig:
             if self.init:
                 raise UsageError("--resume and --init cannot be combined")
         return self
+
+    @property
+    def tokenizer_spec(self) -> str:
+        """The tokenizer this run asks for: the flag, else the --init model's own, else the default."""
+        return self.tokenizer or ("gpt2" if self.init else DEFAULT_TOKENIZER)
+
+
+# The first-run button's budget: minutes of training (tokenizer, data and saving come on top).
+FIRST_RUN_BUDGET_S = {"cpu": 180.0, "cuda": 60.0}
+
+
+def first_run_config(preset: str = "seed", device: str | None = None) -> TrainConfig:
+    """The model a new user gets from one key: the defaults (WikiText-2, or the built-in corpus
+    offline; the default tokenizer) for a short time budget, 3 minutes on a CPU and 1 on a GPU.
+    Without ``device`` this asks torch which one there is (call it off the UI thread)."""
+    if device is None:
+        from .model import pick_device
+
+        device = pick_device("auto")[0]
+    return TrainConfig(preset=preset, time_budget=FIRST_RUN_BUDGET_S.get(device, FIRST_RUN_BUDGET_S["cpu"]))
 
 
 class _Cancelled(Exception):
@@ -295,23 +305,27 @@ class TrainingJob:
 
     @staticmethod
     def _default_name(cfg: TrainConfig) -> str:
-        stem = "builtin" if cfg.dataset == "builtin" else Path(cfg.dataset or "wikitext").name.split(".")[0] or "data"
+        """PRESET-DATA-TIME, after the data the run will really read: without --dataset that is
+        WikiText-2, or the built-in corpus when the hub cannot be reached (data.resolve)."""
+        from .hub import hub_reachable
+
+        builtin = cfg.dataset == "builtin" or (not cfg.dataset and not hub_reachable())
+        stem = "builtin" if builtin else Path(cfg.dataset or "wikitext").name.split(".")[0] or "data"
         stem = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in stem)[:40].strip("-.") or "data"
         return f"{cfg.preset}-{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
     def _train(self, cfg: TrainConfig, preset, previous: dict, notify):
         import torch
-        from transformers import TrainingArguments, default_data_collator
+        from transformers import default_data_collator
 
-        from .checkpoints import load_model_dir
-        from .model import build_model, count_params, load_pretrained, n_positions, pick_device, quiet_transformers
+        from .model import count_params, pick_device, quiet_transformers
 
         quiet_transformers()
         started = time.time()
         ckpt_dir = self.store.path(self.name) if cfg.resume else None
 
         # tokenizer and data
-        kind, bpe_size = tok_mod.parse_spec(cfg.tokenizer)
+        kind, bpe_size = tok_mod.parse_spec(cfg.tokenizer_spec)
         self.doing = "reading the dataset"
         source = data_mod.resolve(cfg.dataset, cfg.dataset_config, notify)
         if cfg.word_level:
@@ -322,24 +336,7 @@ class TrainingJob:
             tokenizer = self._load_tokenizer(cfg, kind, bpe_size, source, ckpt_dir, notify)
         self._check_stop()
 
-        # model (--seed fixes the initial weights too)
-        self.doing = "loading the model"
-        from transformers import set_seed
-
-        set_seed(cfg.seed)
-        if ckpt_dir is not None:
-            model, _ = load_model_dir(ckpt_dir)
-            model.train()
-        elif cfg.init:
-            model = load_pretrained(cfg.init)
-        else:
-            model = build_model(preset, len(tokenizer), cfg.block_size or preset.block_size, tokenizer.eos_token_id, cfg.arch)
-        positions = n_positions(model)
-        block_size = cfg.block_size or min(preset.block_size, positions)
-        if block_size > positions:
-            raise UsageError(f"--block-size {block_size} is above the model's {positions} positions")
-        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-            raise UsageError(f"the tokenizer ({len(tokenizer)} tokens) does not fit the model's vocabulary")
+        model, positions, block_size = self._load_model(cfg, preset, tokenizer, ckpt_dir)
 
         self.doing = "tokenizing the dataset (into the cache)"
         with dist.main_first():  # the main process writes the packed cache; the others read it
@@ -374,43 +371,14 @@ class TrainingJob:
         warmup = cfg.warmup_steps if cfg.warmup_steps is not None else min(200, total // 20)
         run_dir = self.store.run_dir(self.name)
 
-        args = TrainingArguments(
-            output_dir=str(run_dir),
-            per_device_train_batch_size=batch,
-            gradient_accumulation_steps=cfg.grad_accum,
-            max_steps=total,
-            learning_rate=lr,
-            lr_scheduler_type="cosine_with_min_lr",
-            lr_scheduler_kwargs={"min_lr_rate": 0.1},
-            warmup_steps=warmup,
-            weight_decay=cfg.weight_decay,
-            adam_beta1=0.9,
-            adam_beta2=0.95,
-            max_grad_norm=1.0,
-            eval_strategy="no",  # the callback evaluates (loss, perplexity, bits per byte)
-            save_strategy="steps",
-            save_steps=save_every,
-            save_total_limit=1,
-            logging_strategy="steps",
-            logging_steps=1,
-            report_to="none",
-            disable_tqdm=True,
-            seed=cfg.seed,
-            bf16=dtype == "bf16",
-            fp16=dtype == "fp16",  # the Trainer adds the gradient scaler
-            use_cpu=device == "cpu",
-            dataloader_num_workers=0,
-            dataloader_pin_memory=device == "cuda",
-            remove_unused_columns=False,
-            ddp_backend=("gloo" if device == "cpu" else "nccl") if self.world_size > 1 else None,
-            ddp_find_unused_parameters=False,
-        )
+        args = self._training_arguments(cfg, run_dir, batch, total, lr, warmup, save_every, device, dtype)
         resume_from = self._prepare_run_dir(run_dir, ckpt_dir, start_step)
+        from .callback import EventCallback, RunContext
         from .trainer import MiniTrainer
         from .words import word_table
 
         clock = TrainClock(offset=self._budget_offset)
-        context = dict(
+        context = RunContext(
             source=source,
             tokenizer=tokenizer,
             preset=preset.name,
@@ -438,7 +406,7 @@ class TrainingJob:
             arch=getattr(model.config, "model_type", None) or "?",
             optimizer=cfg.optimizer,
         )
-        callback = _callback_class()(self, context)
+        callback = EventCallback(self, context)
         trainer = MiniTrainer(
             model=model,
             args=args,
@@ -474,6 +442,70 @@ class TrainingJob:
             train_s=clock.marked_s - clock.offset,
             overhead_s=clock.overhead_s,
             word_perplexity=last.word_perplexity if last else None,
+        )
+
+    def _load_model(self, cfg: TrainConfig, preset, tokenizer, ckpt_dir):
+        """The model to train (resumed, --init, or new at the preset's shape; --seed fixes its
+        initial weights), its position limit and the block size."""
+        from transformers import set_seed
+
+        from .checkpoints import load_model_dir
+        from .model import build_model, load_pretrained, n_positions
+
+        self.doing = "loading the model"
+        set_seed(cfg.seed)
+        if ckpt_dir is not None:
+            model, _ = load_model_dir(ckpt_dir)
+            model.train()
+        elif cfg.init:
+            model = load_pretrained(cfg.init)
+        else:
+            model = build_model(preset, len(tokenizer), cfg.block_size or preset.block_size, tokenizer.eos_token_id, cfg.arch)
+        positions = n_positions(model)
+        block_size = cfg.block_size or min(preset.block_size, positions)
+        if block_size > positions:
+            raise UsageError(f"--block-size {block_size} is above the model's {positions} positions")
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            raise UsageError(f"the tokenizer ({len(tokenizer)} tokens) does not fit the model's vocabulary")
+        return model, positions, block_size
+
+    def _training_arguments(self, cfg: TrainConfig, run_dir: Path, batch: int, total: int, lr: float, warmup: int,
+                            save_every: int, device: str, dtype: str):
+        """The Trainer's arguments: AdamW (beta2 0.95), clipping at 1.0, a cosine schedule to 10%
+        (with --time, MiniTrainer's clock schedule replaces it), a log every step (the events),
+        evaluation by the callback, one kept save."""
+        from transformers import TrainingArguments
+
+        return TrainingArguments(
+            output_dir=str(run_dir),
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=cfg.grad_accum,
+            max_steps=total,
+            learning_rate=lr,
+            lr_scheduler_type="cosine_with_min_lr",
+            lr_scheduler_kwargs={"min_lr_rate": 0.1},
+            warmup_steps=warmup,
+            weight_decay=cfg.weight_decay,
+            adam_beta1=0.9,
+            adam_beta2=0.95,
+            max_grad_norm=1.0,
+            eval_strategy="no",  # the callback evaluates (loss, perplexity, bits per byte)
+            save_strategy="steps",
+            save_steps=save_every,
+            save_total_limit=1,
+            logging_strategy="steps",
+            logging_steps=1,
+            report_to="none",
+            disable_tqdm=True,
+            seed=cfg.seed,
+            bf16=dtype == "bf16",
+            fp16=dtype == "fp16",  # the Trainer adds the gradient scaler
+            use_cpu=device == "cpu",
+            dataloader_num_workers=0,
+            dataloader_pin_memory=device == "cuda",
+            remove_unused_columns=False,
+            ddp_backend=("gloo" if device == "cpu" else "nccl") if self.world_size > 1 else None,
+            ddp_find_unused_parameters=False,
         )
 
     def _load_tokenizer(self, cfg: TrainConfig, kind: str, bpe_size, source, ckpt_dir, notify):
@@ -514,269 +546,3 @@ class TrainingJob:
             if f.is_file():
                 shutil.copyfile(f, staged / f.name)
         return str(staged)
-
-
-def _make_callback_class():
-    from transformers import TrainerCallback
-
-    class EventCallback(TrainerCallback):
-        """Trainer hooks -> events; pause/cancel; publish saves to the store."""
-
-        def __init__(self, job: TrainingJob, ctx: dict):
-            self.job = job
-            self.ctx = ctx
-            self.last_loss: float | None = None
-            self.last_eval = None
-            self.eval_step = None
-            self.saved_step = None
-            self.rate = None
-            self.run_start = None
-            self.active_s = 0.0  # training time this session, without evals and pauses
-            self.session_steps = 0
-            self.step_began = None
-            self.time_up = False  # the time budget is spent (decided in on_optimizer_step)
-            self.next_eval_s = None  # timed evaluations: the training time of the next one
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.run_start = time.time()
-            c = self.ctx
-            clock, budget = c["clock"], c["budget"]
-            clock.start()
-            clock.mark()
-            if c["timed_evals"]:
-                part = budget / EVALS_PER_BUDGET
-                self.next_eval_s = (math.floor(clock.offset / part) + 1) * part
-            self.job.emit(
-                TrainStarted(
-                    name=self.job.name,
-                    preset=c["preset"],
-                    dataset=c["source"].name,
-                    tokenizer=tok_mod.describe(c["tokenizer"]),
-                    params=c["params"],
-                    device=c["device"],
-                    dtype=c["dtype"],
-                    total_steps=state.max_steps if state.max_steps < UNCAPPED_STEPS else 0,  # 0: the budget decides
-                    tokens_per_step=c["tokens_per_step"],
-                    train_tokens=c["train_tokens"],
-                    val_tokens=c["val_tokens"],
-                    start_step=state.global_step,
-                    world_size=self.job.world_size,
-                    time_budget_s=(budget - clock.offset) if budget else None,
-                    arch=c["arch"],
-                    optimizer=c["optimizer"],
-                )
-            )
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self.step_began = time.perf_counter()
-
-        def on_optimizer_step(self, args, state, control, **kwargs):
-            # The schedule (stepped next) and the stop decision read rank 0's training time,
-            # so that every process uses the same rate and stops at the same step.  Stop when
-            # another step would end further past the budget than this one ends short of it.
-            clock, budget = self.ctx["clock"], self.ctx["budget"]
-            if not budget:
-                clock.mark()
-                return
-            now = clock.train_s()
-            took = time.perf_counter() - self.step_began if self.step_began else 0.0
-            if self.job.world_size > 1:
-                now, took = _rank0_values(now, took)
-            clock.mark(now)
-            self.time_up = now + 0.5 * took >= budget
-
-        def on_step_end(self, args, state, control, model=None, **kwargs):
-            job, c = self.job, self.ctx
-            clock, budget = c["clock"], c["budget"]
-            took = time.perf_counter() - (self.step_began or time.perf_counter())
-            self.active_s += took
-            self.session_steps += 1
-            rate = c["tokens_per_step"] / took if took > 0 else 0.0
-            self.rate = rate if self.rate is None else 0.8 * self.rate + 0.2 * rate
-            # every rank stops at the same step, and all save or none do
-            stop, drop = dist.any_rank(job.stop.is_set(), job.stop.is_set() and not job.save_on_stop)
-            if stop:
-                job.save_on_stop = not drop
-                job.stop.set()
-            step = state.global_step
-            time_up = self.time_up
-            last = step >= state.max_steps or time_up
-            if c["timed_evals"]:
-                due = clock.marked_s >= self.next_eval_s
-                while self.next_eval_s <= clock.marked_s:
-                    self.next_eval_s += budget / EVALS_PER_BUDGET
-            else:
-                due = step % c["eval_every"] == 0
-            if time_up:
-                control.should_training_stop = True
-            if due or last:
-                # evaluation is due (a Stop does not make one due: it saves and goes)
-                if job.is_main:
-                    with clock.excluded():
-                        self.evaluate(model, step)
-                if c["timed_evals"] or time_up:
-                    control.should_save = True
-            if job._pause.is_set() and not job.stop.is_set():
-                with clock.excluded("pause"):
-                    job.emit(TrainPaused(step=step))
-                    while job._pause.is_set() and not job.stop.wait(0.05):
-                        pass
-                    job.emit(TrainResumed(step=step))
-            if job.stop.is_set():
-                control.should_training_stop = True
-                control.should_save = job.save_on_stop
-            job.doing = SAVING if control.should_save else "training"  # the Trainer saves right after this hook
-            return control
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs or "loss" not in logs:
-                return
-            c = self.ctx
-            self.last_loss = float(logs["loss"])
-            per_step = self.active_s / max(1, self.session_steps)
-            remaining = max(0, state.max_steps - state.global_step)
-            eta, total = per_step * remaining, state.max_steps
-            clock, budget = c["clock"], c["budget"]
-            if budget:
-                left = 0.0 if self.time_up else max(0.0, budget - clock.marked_s)
-                if left < eta or total >= UNCAPPED_STEPS:
-                    eta = left
-                    total = state.global_step + (math.ceil(left / per_step) if per_step > 0 and left > 0.5 * per_step else 0)
-            self.job.emit(
-                TrainStep(
-                    step=state.global_step,
-                    total_steps=total,
-                    loss=self.last_loss,
-                    lr=float(logs.get("learning_rate", 0.0)),
-                    tokens_per_s=self.rate or 0.0,
-                    tokens_seen=state.global_step * c["tokens_per_step"],
-                    elapsed_s=time.time() - c["started"],
-                    eta_s=eta,
-                    epoch=float(state.epoch or 0.0),
-                    train_s=clock.marked_s,
-                    time_budget_s=budget,
-                )
-            )
-
-        def evaluate(self, model, step: int) -> None:
-            from .evaluate import evaluate
-            from .generate import ChatModel
-            from .settings import Sampling
-
-            c = self.ctx
-            result = evaluate(model, c["val_set"], c["token_bytes"], c["device"], c["dtype"], stop=None, word_table=c["word_table"])
-            if result is not None:
-                self.last_eval, self.eval_step = result, step
-                self.job.emit(
-                    TrainEval(
-                        step=step,
-                        val_loss=result.loss,
-                        perplexity=result.perplexity,
-                        bits_per_byte=result.bits_per_byte,
-                        word_perplexity=result.word_perplexity,
-                    )
-                )
-            was_training = model.training
-            model.eval()
-            try:
-                chat = ChatModel(model=model, tokenizer=c["tokenizer"], name=self.job.name, device=c["device"], dtype=c["dtype"])
-                text = chat.generate_text(
-                    c["sample_prompt"],
-                    Sampling(temperature=0.8, top_k=40, top_p=1.0, repetition_penalty=1.0, max_new_tokens=c["cfg"].sample_tokens, seed=0),
-                )
-            finally:
-                model.train(was_training)
-            self.job.emit(TrainSample(step=step, prompt=c["sample_prompt"], text=text))
-
-        def on_save(self, args, state, control, **kwargs):
-            if not state.is_world_process_zero:
-                return
-            job, c = self.job, self.ctx
-            src = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            files = {}
-            for f in src.iterdir():
-                if not f.is_file():
-                    continue
-                if f.name in MODEL_FILES:
-                    files[f.name] = f
-                elif f.name in RESUME_FILES or (f.name.startswith("rng_state") and f.suffix == ".pth"):
-                    files[f"{RESUME_DIR}/{f.name}"] = f
-            with c["clock"].excluded():
-                meta = self.meta(state)
-                path = job.store.publish(job.name, files, meta, write_extra=lambda d: c["tokenizer"].save_pretrained(str(d)))
-            job.doing = "training"
-            self.saved_step = state.global_step
-            job.emit(CheckpointSaved(name=job.name, step=state.global_step, path=str(path)))
-
-        def meta(self, state) -> dict:
-            c, cfg, prev = self.ctx, self.ctx["cfg"], self.ctx["previous"]
-            ev = self.last_eval
-            clock, budget = c["clock"], c["budget"]
-            capped = state.max_steps < UNCAPPED_STEPS
-            done = (capped and state.global_step >= state.max_steps) or self.time_up
-            return {
-                "format": 1,
-                "name": self.job.name,
-                "preset": c["preset"],
-                "init": cfg.init or prev.get("init"),
-                "parent": prev.get("parent") or cfg.init,
-                "dataset": c["source"].name,
-                "dataset_spec": c["source"].spec,
-                "dataset_config": c["source"].config,
-                "tokenizer": tok_mod.describe(c["tokenizer"]),
-                "tokenizer_spec": prev.get("tokenizer_spec") or cfg.tokenizer,
-                "block_size": c["block_size"],
-                "params": c["params"],
-                "vocab_size": len(c["tokenizer"]),
-                "n_positions": c["positions"],
-                "steps": state.global_step,
-                "planned_steps": state.max_steps if capped else None,
-                "tokens_seen": state.global_step * c["tokens_per_step"],
-                "train_loss": self.last_loss,
-                "val_loss": ev.loss if ev else prev.get("val_loss"),
-                "perplexity": ev.perplexity if ev else prev.get("perplexity"),
-                "bits_per_byte": ev.bits_per_byte if ev else prev.get("bits_per_byte"),
-                "word_level": c["word_table"] is not None,
-                "word_perplexity": ev.word_perplexity if ev else prev.get("word_perplexity"),
-                "eval_step": self.eval_step if ev else prev.get("eval_step"),
-                "wall_time_s": round(float(prev.get("wall_time_s", 0.0)) + (time.time() - c["started"]), 2),
-                "created": prev.get("created") or datetime.fromtimestamp(c["started"], timezone.utc).isoformat(timespec="seconds"),
-                "updated": _now(),
-                "device": c["device"],
-                "dtype": c["dtype"],
-                "lr": c["lr"],
-                "batch_size": c["batch"],
-                "seed": cfg.seed,
-                "arch": c["arch"],
-                "optimizer": c["optimizer"],
-                "time_budget_s": budget,
-                "budget_used_s": round(clock.marked_s, 2) if budget else None,
-                "train_time_s": round(float(prev.get("train_time_s", 0.0)) + clock.marked_s - clock.offset, 2),
-                "overhead_s": round(float(prev.get("overhead_s", 0.0)) + clock.overhead_s, 2),
-                "complete": done,
-            }
-
-    return EventCallback
-
-
-def _rank0_values(*values: float) -> tuple[float, ...]:
-    """Rank 0's ``values`` on every process (multi-process runs)."""
-    import torch
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.broadcast(t, src=0)
-    return tuple(float(x) for x in t.tolist())
-
-
-_callback_cls = None
-
-
-def _callback_class():
-    """The TrainerCallback subclass, made on first use so that importing this module stays cheap."""
-    global _callback_cls
-    if _callback_cls is None:
-        _callback_cls = _make_callback_class()
-    return _callback_cls

@@ -44,7 +44,11 @@ def test_listing_metadata_and_loading(tiny_checkpoint):
     assert info.meta["steps"] == 8 and info.meta["preset"] == "tiny"
     assert not list(info.path.glob("*.bin")) and (info.path / "model.safetensors").is_file()
     model, tokenizer, _ = store.load(tiny_checkpoint)
-    assert model.config.n_embd == 64 and len(tokenizer) == 50257
+    from engine.train import DEFAULT_TOKENIZER
+
+    # the default tokenizer: a BPE trained on the run's own text, the model's vocabulary its size
+    assert info.meta["tokenizer_spec"] == DEFAULT_TOKENIZER
+    assert model.config.n_embd == 64 and len(tokenizer) == model.config.vocab_size
 
 
 def test_broken_checkpoints_listed_with_reasons(store, tiny_checkpoint_dir):

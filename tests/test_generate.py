@@ -133,6 +133,32 @@ def _chat_on(chat, decode):
     return ChatModel(model=chat.model, tokenizer=chat.tokenizer, name=chat.name, device="cpu", decode=decode)
 
 
+@pytest.fixture(scope="module", params=["gpt2", "llama", "llama-gqa"])
+def fast_model(request, chat):
+    """A model of each family with a fast decoder: the trained tiny GPT-2, and Llama-style
+    models (``--arch llama``; one with grouped-query attention) with fresh weights drawn wide
+    enough (std 0.3) that greedy decoding meets no near-ties between logits."""
+    if request.param == "gpt2":
+        return chat
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = chat.tokenizer
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=1 if request.param == "llama-gqa" else 4, max_position_embeddings=64,
+                      tie_word_embeddings=True, initializer_range=0.3, bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+    model = LlamaForCausalLM(cfg).eval()
+    return ChatModel(model=model, tokenizer=tok, name=request.param, device="cpu")
+
+
+def _hidden_weight(model):
+    """A weight inside the first block, whatever the family."""
+    if model.config.model_type == "llama":
+        return model.model.layers[0].mlp.gate_proj.weight
+    return model.transformer.h[0].mlp.c_fc.weight
+
+
 def _generate_greedy_text(chat, prompt_ids, n, repetition_penalty=1.0):
     """``model.generate`` greedy: the new text as the stream spells it (after eos: nothing)."""
     import torch
@@ -154,38 +180,38 @@ def _generate_greedy_text(chat, prompt_ids, n, repetition_penalty=1.0):
 
 
 @pytest.mark.parametrize("penalty", [1.0, 1.3])
-def test_fast_path_greedy_equals_reference_and_generate(chat, penalty):
-    fast, ref = _chat_on(chat, "fast"), _chat_on(chat, "reference")
+def test_fast_path_greedy_equals_reference_and_generate(fast_model, penalty):
+    fast, ref = _chat_on(fast_model, "fast"), _chat_on(fast_model, "reference")
     assert fast.decode_path == "fast" and ref.decode_path == "reference"
     for prompt in ("And God said unto Moses", "In the beginning", "the king"):
-        ids = chat.encode(prompt)
-        n = chat.n_positions - len(ids) - 1  # within the window: model.generate cannot slide
+        ids = fast_model.encode(prompt)
+        n = fast_model.n_positions - len(ids) - 1  # within the window: model.generate cannot slide
         s = Sampling(temperature=0, max_new_tokens=n, repetition_penalty=penalty)
         got, want = fast.generate_text(ids, s), ref.generate_text(ids, s)
         assert got == want
-        assert got == _generate_greedy_text(chat, ids, n, penalty)
+        assert got == _generate_greedy_text(fast_model, ids, n, penalty)
 
 
-def test_fast_path_samples_the_same_tokens_for_a_seed(chat):
-    fast, ref = _chat_on(chat, "fast"), _chat_on(chat, "reference")
+def test_fast_path_samples_the_same_tokens_for_a_seed(fast_model):
+    fast, ref = _chat_on(fast_model, "fast"), _chat_on(fast_model, "reference")
     s = Sampling(temperature=1.0, top_k=20, top_p=0.9, repetition_penalty=1.1, max_new_tokens=40, seed=7)
     assert fast.generate_text("The LORD", s) == ref.generate_text("The LORD", s)
 
 
-def test_fast_path_slides_the_window_like_the_reference(chat):
-    fast, ref = _chat_on(chat, "fast"), _chat_on(chat, "reference")
-    s = Sampling(temperature=0, max_new_tokens=3 * chat.n_positions, repetition_penalty=1.2)
+def test_fast_path_slides_the_window_like_the_reference(fast_model):
+    fast, ref = _chat_on(fast_model, "fast"), _chat_on(fast_model, "reference")
+    s = Sampling(temperature=0, max_new_tokens=3 * fast_model.n_positions, repetition_penalty=1.2)
     events = list(fast.stream("And the king said", s))
     done = events[-1]
     assert isinstance(done, GenerationFinished)
     assert done.text == ref.generate_text("And the king said", s)
     # the penalty keeps greedy away from eos long enough to pass the window several times
-    assert done.new_tokens > chat.n_positions, done
+    assert done.new_tokens > fast_model.n_positions, done
 
 
 @pytest.mark.parametrize("decode", ["fast", "reference"])
-def test_cancel_stops_within_one_token_on_both_paths(chat, decode):
-    c = _chat_on(chat, decode)
+def test_cancel_stops_within_one_token_on_both_paths(fast_model, decode):
+    c = _chat_on(fast_model, decode)
     stop = threading.Event()
     tokens = []
     s = Sampling(max_new_tokens=500, seed=1, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0)
@@ -197,7 +223,9 @@ def test_cancel_stops_within_one_token_on_both_paths(chat, decode):
     done = event
     assert isinstance(done, GenerationFinished)
     if done.stop_reason == "cancelled":
-        assert len(tokens) == 3 and done.new_tokens == 3  # not one token after the stop
+        # not one token after the stop (a token that ends inside a character yields no text,
+        # so count tokens by index, not by events)
+        assert len(tokens) == 3 and done.new_tokens == tokens[-1].index + 1
     # stop set before the reply starts: no token at all
     stop = threading.Event()
     stop.set()
@@ -205,22 +233,22 @@ def test_cancel_stops_within_one_token_on_both_paths(chat, decode):
     assert not [e for e in events if isinstance(e, TokenGenerated)] and events[-1].stop_reason == "cancelled"
 
 
-def test_auto_takes_the_fast_path_after_warm_up(chat):
-    c = _chat_on(chat, "auto")
+def test_auto_takes_the_fast_path_after_warm_up(fast_model):
+    c = _chat_on(fast_model, "auto")
     assert c.decode_path == "reference" and "warming up" in c.decode_note
     assert c.warm_up() == "fast"
     assert c.decode_path == "fast"
-    assert _chat_on(chat, "reference").warm_up() == "reference (chosen)"
+    assert _chat_on(fast_model, "reference").warm_up() == "reference (chosen)"
 
 
-def test_fast_path_sees_weight_updates(chat):
+def test_fast_path_sees_weight_updates(fast_model):
     """No stale copies: a training step between samples changes the weights in place."""
     import torch
 
-    fast, ref = _chat_on(chat, "fast"), _chat_on(chat, "reference")
+    fast, ref = _chat_on(fast_model, "fast"), _chat_on(fast_model, "reference")
     s = Sampling(temperature=0, max_new_tokens=20, repetition_penalty=1.0)
     before = fast.generate_text("The LORD", s)
-    w = chat.model.transformer.h[0].mlp.c_fc.weight
+    w = _hidden_weight(fast_model.model)
     saved = w.detach().clone()
     try:
         with torch.no_grad():
@@ -232,15 +260,13 @@ def test_fast_path_sees_weight_updates(chat):
     assert fast.generate_text("The LORD", s) == before
 
 
-def test_models_without_a_fast_path_use_the_reference():
-    from transformers import LlamaConfig, LlamaForCausalLM
+def test_models_without_a_fast_path_use_the_reference(chat):
+    from transformers import MistralConfig, MistralForCausalLM
 
-    from engine.tokenizer import load_gpt2
-
-    cfg = LlamaConfig(vocab_size=50257, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
-    c = ChatModel(model=LlamaForCausalLM(cfg).eval(), tokenizer=load_gpt2(), name="llama", device="cpu", decode="fast")
-    assert c.decode_path == "reference" and "llama" in c.decode_note
+    cfg = MistralConfig(vocab_size=len(chat.tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+    c = ChatModel(model=MistralForCausalLM(cfg).eval(), tokenizer=chat.tokenizer, name="mistral", device="cpu", decode="fast")
+    assert c.decode_path == "reference" and "mistral" in c.decode_note
     assert c.warm_up().startswith("reference")
     assert isinstance(list(c.stream("Hello", Sampling(max_new_tokens=4, seed=0)))[-1], GenerationFinished)
 
@@ -281,3 +307,35 @@ def test_token_details_match_a_direct_forward_pass(chat, decode):
     # without details, nothing extra is carried
     plain = [e for e in c.stream(prompt, Sampling(max_new_tokens=3, seed=4)) if isinstance(e, TokenGenerated)]
     assert all(e.choices == () for e in plain)
+
+
+@pytest.mark.parametrize("streaming", ["DecodeStream", "decode twice"])
+def test_detokenizer_emits_whole_characters_and_the_same_text(chat, streaming):
+    """Pieces never split a character (byte-level tokens cut emoji and accents into bytes), keep
+    the leading space after the prompt, and join to exactly what decode gives for the reply."""
+    from engine.generate import _Detokenizer
+
+    tok = chat.tokenizer
+    context = tok("And he said", add_special_tokens=False)["input_ids"]
+    reply = tok(" caf\u00e9 \U0001F600 na\u00efve \u2014 done", add_special_tokens=False)["input_ids"]
+    detok = _Detokenizer(tok, context)
+    if streaming == "decode twice":
+        detok.backend = None  # the path for tokenizers without a Rust backend
+    pieces = [detok.push(t) for t in reply]
+    pieces.append(detok.flush())
+    assert "".join(pieces) == tok.decode(reply) == " caf\u00e9 \U0001F600 na\u00efve \u2014 done"
+    assert not any("\ufffd" in p for p in pieces)
+    assert pieces[0].startswith(" ")
+
+
+def test_detokenizer_flush_gives_a_cut_character_as_replacement(chat):
+    from engine.generate import _Detokenizer
+
+    tok = chat.tokenizer
+    ids = tok("\U0001F600", add_special_tokens=False)["input_ids"]
+    assert len(ids) > 1  # the emoji is several byte tokens
+    detok = _Detokenizer(tok, [])
+    assert [detok.push(t) for t in ids[:-1]] == [""] * (len(ids) - 1)  # nothing whole yet
+    tail = detok.flush()
+    assert tail == tok.decode(ids[:-1]) and "\ufffd" in tail
+    assert detok.flush() == ""

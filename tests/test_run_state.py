@@ -11,12 +11,13 @@ def test_a_run_seen_through_its_events():
     started = ev.TrainStarted("r1", "tiny", "builtin", "gpt2", 1_230_000, "cpu", "fp32", 10, 512, 9_000, 900)
     assert state.apply(started).startswith("training 'r1': tiny, 1.23M params on builtin")
     assert state.status == "running" and state.name == "r1" and state.started is started
-    step = ev.TrainStep(3, 10, 4.5, 1e-3, 900.0, 1536, 2.0, 5.0, 0.2)
+    step = ev.TrainStep(3, 10, 4.5, 1e-3, 900.0, 1536, 2.0, 5.0, 0.2, grad_norm=0.75)
     assert state.apply(step) is None and state.step is step
     state.record_step(ev.TrainStep(1, 10, 5.0, 1e-3, 900.0, 512, 1.0, 9.0, 0.1))  # (from the worker)
     state.record_step(step)
     assert state.apply(ev.TrainEval(3, 4.25, 70.1, 2.5)) == "eval @ 3: val loss 4.2500, perplexity 70.1, bits/byte 2.5000"
-    assert state.val_losses == [4.25] and state.val_points == [(1536, 4.25)]  # tokens seen at step 3
+    assert state.val_points == [(1536, 4.25)]  # tokens seen at step 3
+    assert state.grad_norm_history() == [0.75]  # the first step reported none
     assert state.history() == [(1, 512, 5.0, 1e-3), (3, 1536, 4.5, 1e-3)]
     assert state.apply(ev.TrainSample(3, "And", " God")) is None and state.sample.text == " God"
     assert state.apply(ev.TrainSample(5, "And", " light")) is None and [s.step for s in state.samples] == [3, 5]

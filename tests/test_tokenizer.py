@@ -11,6 +11,9 @@ def test_offline_gpt2_tokenizer_is_gpt2s_vocab():
     assert tok.eos_token_id == 50256
     text = "The quick brown fox — naïve café, 東京! \n  spaces\ttabs"
     assert tok.decode(tok(text)["input_ids"]) == text
+    # how runs and checkpoints name it
+    assert tok_mod.describe(tok, "gpt2") == "gpt2 (50,257 tokens)"
+    assert tok_mod.describe(tok, "/some/where/my-tok") == "my-tok (50,257 tokens)"
 
 
 def test_offline_gpt2_announces_the_fallback():

@@ -6,7 +6,7 @@ import pytest
 from engine import events as ev
 from engine.checkpoints import CheckpointStore
 from engine.errors import UsageError
-from engine.train import TrainConfig, TrainingJob
+from engine.train import DEFAULT_TOKENIZER, TrainConfig, TrainingJob
 
 
 def wait_for(condition, deadline: float, what: str) -> None:
@@ -30,9 +30,11 @@ def test_run_reports_typed_events_and_saves(fresh_dirs):
     assert kinds[0] in (ev.Notice, ev.TrainStarted)
     started = log.of(ev.TrainStarted)[0]
     assert started.total_steps == 6 and started.params > 0 and started.tokens_per_step == 8 * 64
+    assert started.tokenizer.startswith(f"{DEFAULT_TOKENIZER} (") and started.tokenizer.endswith(" tokens)")
     steps = log.of(ev.TrainStep)
     assert [s.step for s in steps] == [1, 2, 3, 4, 5, 6]
     assert all(s.loss > 0 and s.tokens_per_s > 0 and s.lr > 0 for s in steps)
+    assert all(s.grad_norm is not None and 0 < s.grad_norm < 1e3 for s in steps)  # the Trainer's, before clipping
     assert steps[-1].tokens_seen == 6 * 8 * 64 and steps[-1].eta_s == 0
     evals = log.of(ev.TrainEval)
     assert [e.step for e in evals] == [3, 6]
@@ -275,3 +277,22 @@ def test_resume_continues_what_remains_of_the_budget(fresh_dirs):
     assert steps[0].lr == pytest.approx(3e-3 * budget_lr_factor(used, budget), rel=1e-6)
     meta = CheckpointStore().get("halfway").meta
     assert meta["complete"] and abs(meta["budget_used_s"] - budget) < 3
+
+
+def test_default_name_follows_the_data_really_read(fresh_dirs):
+    """Without --dataset the run reads WikiText-2, or offline (as here) the built-in corpus:
+    the name says which.  An explicit dataset names itself."""
+    from engine.hub import hub_reachable
+
+    assert not hub_reachable()
+    assert TrainingJob._default_name(TrainConfig()).startswith("seed-builtin-")
+    assert TrainingJob._default_name(TrainConfig(dataset="../data/wiki.train.tokens", preset="tiny")).startswith("tiny-wiki-")
+
+
+def test_first_run_config_is_the_defaults_for_a_time_budget():
+    from engine.train import FIRST_RUN_BUDGET_S, first_run_config
+
+    cpu, gpu = first_run_config(device="cpu"), first_run_config(device="cuda")
+    assert (cpu.time_budget, gpu.time_budget) == (FIRST_RUN_BUDGET_S["cpu"], FIRST_RUN_BUDGET_S["cuda"]) and gpu.time_budget < cpu.time_budget
+    assert cpu.max_steps is None and cpu.dataset is None and cpu.tokenizer_spec == DEFAULT_TOKENIZER
+    assert TrainConfig(init="gpt2").tokenizer_spec == "gpt2"  # fine-tuning keeps the model's own vocabulary

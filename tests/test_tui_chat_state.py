@@ -35,7 +35,7 @@ async def test_new_user_path_train_stop_then_chat(fresh_dirs):
     """Enter on the first-run screen trains; F2; Stop saves; F1: the chat input has focus, and
     what the user types next gets a reply from the model that was just saved."""
     app = MiniGPTApp()
-    app.DEFAULT_PRESET, app.DEFAULT_STEPS = "tiny", 100_000  # the real default path, a tiny shape
+    app.DEFAULT_PRESET = "tiny"  # the real default path (time budget, default tokenizer), a tiny shape
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.model_status == "none", 30, "start-up")
         await wait_until(pilot, lambda: isinstance(app.focused, ChatInput), 5, "focus on the chat input")

@@ -9,6 +9,7 @@ import pytest
 from textual.widgets import DataTable
 
 from test_tui_support import FakeChat, anyio_backend, ckpt_home, copy_checkpoint, plain, wait_until  # noqa: F401
+from engine.train import FIRST_RUN_BUDGET_S
 from tui.app import MiniGPTApp
 from tui.chat_widgets import ChatInput, TurnView
 from tui.dialogs import ConfirmScreen, DetailsScreen
@@ -46,7 +47,9 @@ async def test_ctrl_t_trains_the_default_model(fresh_dirs):
         await pilot.press("ctrl+t")
         await wait_until(pilot, lambda: app.run_state.status != "idle", 10, "the run to start")
         state = app.run_state
-        assert state.config.preset == "seed" and state.config.max_steps == 300 and state.config.dataset is None
+        # the engine's defaults for the first-run budget (the CPU's: no GPU here)
+        assert state.config.preset == "seed" and state.config.max_steps is None and state.config.dataset is None
+        assert state.config.time_budget == FIRST_RUN_BUDGET_S["cpu"]
         await wait_until(pilot, lambda: app.screen is app.views.get("training"), 10, "the training screen")
         await wait_until(pilot, lambda: state.job is not None or state.done.is_set(), 60, "the job")
         if state.job is not None:

@@ -128,7 +128,8 @@ def _run_events():
     out = [ev.TrainStarted("wiki-seed", "seed", "wikitext (wikitext-2-raw-v1)", "bpe:8192", 2_250_000, "cpu", "fp32", 40, 2048, 2_000_000, 200_000)]
     for step in range(1, 41):
         loss = 9.0 * math.exp(-step / 12) + 4.0 + 0.3 * math.sin(step)
-        out.append(ev.TrainStep(step, 40, loss, 1e-3 * min(1.0, step / 8), 4_000.0, step * 2048, step * 0.5, (40 - step) * 0.5, step / 100))
+        out.append(ev.TrainStep(step, 40, loss, 1e-3 * min(1.0, step / 8), 4_000.0, step * 2048, step * 0.5, (40 - step) * 0.5, step / 100,
+                                grad_norm=round(2.0 / (1 + step / 4), 3)))
         if step in (20, 40):
             out.append(ev.TrainEval(step, loss + 0.2, math.exp(loss + 0.2), 1.9 - step / 100))
             out.append(ev.TrainSample(step, "The history of", " the city was the first of the new"))
@@ -208,3 +209,28 @@ def test_snapshot_token_inspector(fresh_dirs, snap_compare):
         await _settle(pilot)
 
     assert snap_compare(MiniGPTApp(autoload=False), terminal_size=(100, 30), run_before=run_before)
+
+
+def test_snapshot_compare(fresh_dirs, snap_compare):
+    """Compare: one prompt, two models side by side, each reply with its own speed."""
+
+    async def run_before(pilot):
+        from tui.compare import CompareScreen
+
+        app = pilot.app
+        await wait_until(pilot, lambda: app.model_status == "none", 30, "start-up")
+        ready = {
+            "wiki-seed": FakeChat(["The ", "river ", "flows ", "north."], name="wiki-seed"),
+            "bible-tiny": FakeChat(["And ", "the ", "waters ", "were ", "divided."], name="bible-tiny"),
+        }
+        screen = CompareScreen(("wiki-seed", "bible-tiny"), ready=ready)
+        await app.push_screen(screen)
+        await wait_until(pilot, lambda: all(m is not None for m in screen.models), 10, "both models")
+        inp = screen.query_one("#compare-input")
+        inp.load_text("Where does the water go?")
+        await wait_until(pilot, lambda: app.focused is inp, 5, "focus on the input")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: not screen.streaming, 10, "both replies")
+        await _settle(pilot)
+
+    assert snap_compare(MiniGPTApp(autoload=False), terminal_size=SIZE, run_before=run_before)

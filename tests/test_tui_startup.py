@@ -10,6 +10,7 @@ import time
 import pytest
 
 from test_tui_support import anyio_backend, ckpt_home, plain, wait_until  # noqa: F401
+from engine.train import FIRST_RUN_BUDGET_S
 from tui.app import EXIT_AFTER_FIRST_FRAME_ENV, FIRST_FRAME_ENV, MiniGPTApp
 from tui.chat_widgets import ChatInput
 
@@ -45,7 +46,9 @@ async def test_first_run_offers_default_training(fresh_dirs):
         await pilot.press("enter")  # Enter on the empty input takes the offer
         await wait_until(pilot, lambda: app.screen is app.views.get("training"), 10, "the training screen")
         config = app.run_state.config
-        assert (config.preset, config.max_steps, config.dataset) == (MiniGPTApp.DEFAULT_PRESET, MiniGPTApp.DEFAULT_STEPS, None)
+        # the engine's defaults for the first-run budget (no GPU here: the CPU's 3 minutes)
+        assert (config.preset, config.max_steps, config.dataset, config.tokenizer) == (MiniGPTApp.DEFAULT_PRESET, None, None, None)
+        assert config.time_budget == FIRST_RUN_BUDGET_S["cpu"] == 180
         assert app.run_state.running
         quitting = asyncio.create_task(app.run_action("quit"))
         await wait_until(pilot, lambda: not app.is_running, 120, "quit")
@@ -66,7 +69,7 @@ async def test_first_run_trains_and_quit_saves(fresh_dirs):
         await pilot.press("enter")  # Enter on the empty input takes the offer  # the one key
         await wait_until(pilot, lambda: app.screen is app.views.get("training"), 10, "the training screen")
         config = app.run_state.config
-        assert config.preset == MiniGPTApp.DEFAULT_PRESET and config.max_steps == MiniGPTApp.DEFAULT_STEPS
+        assert config.preset == MiniGPTApp.DEFAULT_PRESET and config.time_budget == FIRST_RUN_BUDGET_S["cpu"]
         assert config.dataset is None  # the engine default (WikiText-2, built-in corpus offline)
         await wait_until(pilot, lambda: app.run_state.step is not None or app.run_state.status == "failed", 240, "a step")
         assert app.run_state.status != "failed", app.run_state.error
@@ -85,6 +88,8 @@ async def test_first_run_trains_and_quit_saves(fresh_dirs):
 
     infos = CheckpointStore().list()
     assert len(infos) == 1 and infos[0].ok and infos[0].meta["steps"] >= 1  # saved before quitting
+    assert infos[0].name.startswith("seed-builtin-"), infos[0].name  # named after the data it really read (offline)
+    assert infos[0].meta["tokenizer_spec"].startswith("bpe:")  # the engine's default tokenizer
 
 
 async def test_quit_while_reply_streams(ckpt_home, tiny_checkpoint):

@@ -17,16 +17,18 @@ from dataclasses import replace
 from textual.app import App
 from textual.binding import Binding
 from textual.reactive import reactive
+from textual.signal import Signal
 
 from engine.settings import Settings, load_settings, save_settings
 
 from .chat import ChatScreen
 from .commands import ChatsProvider, CheckpointsProvider, ScreensProvider
 from .conversations import ConversationStore
-from .messages import CheckpointsChanged, ConversationDeleted, ModelFailed, ModelReady, TrainEventMessage, TrainProgress
-from .messages import DecodePathChanged
+from .active_model import ActiveModel
+from .messages import ChatCommand, ConversationDeleted
 from .run_state import RunState
 from .safe import one_line
+from .training_control import TrainingControl
 
 # Test and benchmark hooks: write "<unix time> <torch imported 0|1>" to this file once the
 # first frame has been painted, and exit right after when MINIGPT_TUI_EXIT_AFTER_FIRST_FRAME=1.
@@ -36,8 +38,9 @@ EXIT_AFTER_FIRST_FRAME_ENV = "MINIGPT_TUI_EXIT_AFTER_FIRST_FRAME"
 DARK, LIGHT = "textual-dark", "textual-light"
 
 
-class MiniGPTApp(App[int]):
-    """Chat (F1), training (F2) and checkpoints (F3) around one active model."""
+class MiniGPTApp(ActiveModel, TrainingControl, App[int]):
+    """Chat (F1), training (F2) and checkpoints (F3) around one active model.  The model's life
+    cycle is in ``tui.active_model``, training runs in ``tui.training_control``."""
 
     CSS_PATH = "app.tcss"
     TITLE = "minigpt-tui"
@@ -57,13 +60,17 @@ class MiniGPTApp(App[int]):
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
     ]
 
-    # The first-run model: the engine's default preset ("seed", the tutorial's 6x128 GPT-2) on
-    # the default dataset (WikiText-2; the built-in corpus offline) for 300 steps (~600K
-    # tokens): minutes on a laptop CPU, seconds on a GPU.  Resume it from F3 to train further.
+    # The first-run model: engine.train.first_run_config (the "seed" preset, the tutorial's 6x128
+    # GPT-2, with the engine's defaults on WikiText-2 or, offline, the built-in corpus) for 3
+    # minutes of training on a CPU, 1 on a GPU.  Resume it from F3 to train further.
     DEFAULT_PRESET = "seed"
-    DEFAULT_STEPS = 300
 
+    # What screens watch (``self.watch(app, ...)``) instead of the app calling into them:
     model_status: reactive[str] = reactive("starting", init=False)  # starting|loading|ready|failed|none
+    model_revision: reactive[int] = reactive(0, init=False)  # the active model, its status or decode path changed
+    run_revision: reactive[int] = reactive(0, init=False)  # the training run changed (started, eval, sample, log, end)
+    run_progress: reactive[int] = reactive(0, init=False)  # a training step (coalesced)
+    store_revision: reactive[int] = reactive(0, init=False)  # the checkpoint store changed
 
     def __init__(self, checkpoint: str | None = None, *, autoload: bool = True, conversations_path=None):
         super().__init__()
@@ -78,7 +85,9 @@ class MiniGPTApp(App[int]):
         self.active_kind: str | None = None  # "checkpoint" | "folder"
         self.model_error = ""
         self.run_state = RunState()
-        self.views: dict[str, object] = {}
+        self.views: dict[str, object] = {}  # screens by mode, as they mount (for tests and tools)
+        self.chat_commands: Signal[ChatCommand] = Signal(self, "chat-commands")
+        self.open_conversation_id: int | None = None  # the chat's conversation (the chat sets it)
         self._conversations: ConversationStore | None = None
         self._conversations_lock = threading.Lock()
         self._conversations_path = conversations_path
@@ -153,290 +162,6 @@ class MiniGPTApp(App[int]):
         if keymap:
             self.set_keymap(keymap)
 
-    def _pick_startup_model(self) -> None:
-        """Which checkpoint to open: --checkpoint, else the last active one, else the newest."""
-        from engine.checkpoints import CheckpointStore
-
-        infos = CheckpointStore().list()
-        by_name = {i.name: i for i in infos}
-        notes = []
-        choice = None
-        for wanted, why in ((self.requested, "--checkpoint"), (self.settings.active_checkpoint, "last active")):
-            if not wanted:
-                continue
-            info = by_name.get(wanted)
-            if info is None:
-                notes.append(f"No checkpoint named '{wanted}' ({why})")
-            elif not info.ok:
-                notes.append(f"Checkpoint '{wanted}' is broken: {info.broken}")
-            else:
-                choice = wanted
-                break
-        if choice is None:
-            good = [i for i in infos if i.ok]
-            if good:
-                choice = max(good, key=lambda i: (str(i.meta.get("updated") or i.meta.get("created") or ""), i.name)).name
-        self.call_from_thread(self._startup_choice, choice, notes)
-
-    def _startup_choice(self, choice: str | None, notes: list[str]) -> None:
-        for note in notes:
-            self.notify(one_line(note, 200), severity="error", timeout=10)
-        if choice is None:
-            self.model_status = "none"
-        else:
-            self.activate_checkpoint(choice)
-
-    # --- the active model ---
-    def activate_checkpoint(self, name: str) -> None:
-        self._activate("checkpoint", name, name)
-        if self.settings.active_checkpoint != name:
-            self.settings = replace(self.settings, active_checkpoint=name)
-            self._save_settings()
-
-    def activate_folder(self, path: str, label: str) -> None:
-        self._activate("folder", label, path)
-
-    def _activate(self, kind: str, name: str, ref: str) -> None:
-        chat = self.views.get("chat")
-        if chat is not None and chat.generating:
-            chat.action_stop()
-        self._load_token += 1
-        token = self._load_token
-        self.chat_model = None
-        self.active_name, self.active_kind = name, kind
-        self.model_error = ""
-        self.model_status = "loading"
-        self._mutate_status()
-        self.run_worker(lambda: self._load_model(token, kind, name, ref), thread=True, group="model", exit_on_error=False)
-
-    def _load_model(self, token: int, kind: str, name: str, ref: str) -> None:
-        try:
-            from engine.generate import ChatModel
-
-            if kind == "checkpoint":
-                model = ChatModel.from_checkpoint(ref)
-            else:
-                model = ChatModel.from_folder(ref, name=name)
-        except Exception as exc:  # EngineError or a library failure: one line for the user
-            from engine.errors import EngineError
-
-            error = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
-            self.post_message(ModelFailed(token, name, error.splitlines()[0] if error else type(exc).__name__))
-            return
-        self.post_message(ModelReady(token, model))
-        # The fast decode path checks itself and warms up here, off the UI thread: replies take
-        # the reference path until it is ready, and the status line says which one runs.
-        model.warm_up()
-        self.post_message(DecodePathChanged(token))
-
-    def on_decode_path_changed(self, message: DecodePathChanged) -> None:
-        if message.token == self._load_token:
-            self._mutate_status()
-
-    def on_model_ready(self, message: ModelReady) -> None:
-        if message.token != self._load_token:
-            return
-        self.chat_model = message.model
-        self.model_status = "ready"
-        chat = self.views.get("chat")
-        if chat is not None:
-            chat.add_note(f"now chatting with {self.active_name}")
-        self._mutate_status()
-
-    def on_model_failed(self, message: ModelFailed) -> None:
-        if message.token != self._load_token:
-            return
-        self.model_error = message.error
-        self.model_status = "failed"
-        self.notify(one_line(f"Cannot load {message.name}: {message.error}", 300), severity="error", timeout=10)
-        self._mutate_status()
-
-    def _mutate_status(self) -> None:
-        chat = self.views.get("chat")
-        if chat is not None:
-            chat.update_status()
-        picker = self.views.get("checkpoints")
-        if picker is not None:
-            picker._fill()
-
-    # --- checkpoint store changes (from the picker) ---
-    def rename_checkpoint(self, old: str, new: str) -> None:
-        self._store_worker("rename", lambda store: store.rename(old, new), lambda: self._renamed(old, new))
-
-    def delete_checkpoint(self, name: str) -> None:
-        self._store_worker("delete", lambda store: store.delete(name), lambda: self._deleted(name))
-
-    def _store_worker(self, what: str, operation, then) -> None:
-        """Run a checkpoint-store change on a worker (disk work never blocks the UI), then
-        ``then`` on the UI thread, or a one-line error."""
-
-        def work() -> None:
-            from engine.checkpoints import CheckpointStore
-            from engine.errors import EngineError
-
-            try:
-                operation(CheckpointStore())
-            except (EngineError, OSError) as exc:
-                self.call_from_thread(self.notify, one_line(f"Cannot {what}: {exc}", 200), severity="error")
-                return
-            self.call_from_thread(then)
-
-        self.run_worker(work, thread=True, group="store", exit_on_error=False)
-
-    def _renamed(self, old: str, new: str) -> None:
-        self.notify(f"Renamed '{old}' to '{new}'")
-        if self.active_kind == "checkpoint" and self.active_name == old:
-            self.active_name = new
-            if self.chat_model is not None:
-                self.chat_model.name = new
-        if self.settings.active_checkpoint == old:
-            self.settings = replace(self.settings, active_checkpoint=new)
-            self._save_settings()
-        self.post_message(CheckpointsChanged())
-
-    def _deleted(self, name: str) -> None:
-        self.notify(f"Deleted '{name}'")
-        if self.settings.active_checkpoint == name:
-            self.settings = replace(self.settings, active_checkpoint=None)
-            self._save_settings()
-        if self.active_kind == "checkpoint" and self.active_name == name:
-            self.chat_model = None
-            self.active_name = self.active_kind = None
-            self._load_token += 1
-            self.model_status = "none"
-        self.post_message(CheckpointsChanged())
-
-    def on_checkpoints_changed(self, _message: CheckpointsChanged) -> None:
-        picker = self.views.get("checkpoints")
-        if picker is not None:
-            picker.reload()
-        self._mutate_status()
-
-    # --- training ---
-    def train_default(self) -> None:
-        if self.run_state.running:
-            self.switch_mode("training")
-            return
-        from engine.train import TrainConfig
-
-        if self.start_training(TrainConfig(preset=self.DEFAULT_PRESET, max_steps=self.DEFAULT_STEPS)):
-            self.notify("Training the default model. Chat becomes available when it is saved.", timeout=6)
-            self.switch_mode("training")
-
-    def start_training(self, config) -> bool:
-        if self.run_state.running:
-            self.notify("A run is already going (F2)", severity="warning")
-            return False
-        state = RunState(status="starting", config=config, name=config.resume or config.name)
-        self.run_state = state
-        state.log.append(f"starting: preset {config.preset}, dataset {config.dataset or 'default'}" if not config.resume else f"resuming '{config.resume}' to step {config.max_steps}")
-        self._refresh_training(full=True)
-        self.run_worker(lambda: self._train(state), thread=True, group="train", name="train", exit_on_error=False)
-        return True
-
-    def _train(self, state: RunState) -> None:
-        """Worker thread: run the job; every event becomes a message."""
-        from engine.events import TrainFailed, TrainStep
-        from engine.train import TrainingJob
-
-        def sink(event) -> None:
-            if isinstance(event, TrainStep):
-                state.record_step(event)
-                self.post_message(TrainProgress(event))
-            else:
-                self.post_message(TrainEventMessage(event))
-
-        state.worker_started = True
-        try:
-            job = TrainingJob(state.config, sink)
-            state.job = job
-            if state.stop_requested:
-                job.cancel(save=True)
-            job.run()
-        except Exception as exc:
-            self.post_message(TrainEventMessage(TrainFailed(error=f"training failed: {type(exc).__name__}: {exc}".splitlines()[0])))
-        finally:
-            state.done.set()
-
-    def pause_training(self) -> None:
-        state = self.run_state
-        if state.status == "running" and state.job is not None:
-            state.job.pause()
-            state.status = "pausing"
-            self._refresh_training()
-
-    def resume_training(self) -> None:
-        state = self.run_state
-        if state.status in ("paused", "pausing") and state.job is not None:
-            state.job.resume()
-            state.status = "running"
-            self._refresh_training()
-
-    def stop_training(self) -> None:
-        state = self.run_state
-        if not state.running or state.status == "stopping":
-            return
-        state.stop_requested = True
-        if state.job is not None:
-            state.job.cancel(save=True)
-        state.status = "stopping"
-        state.log.append("stopping: a checkpoint is saved first")
-        self._refresh_training(log=state.log[-1])
-
-    def on_train_progress(self, message: TrainProgress) -> None:
-        state = self.run_state
-        was_starting = state.status == "starting"
-        state.apply(message.event)
-        if was_starting:
-            self._refresh_training()
-        view = self.views.get("training")
-        if view is not None:
-            view.update_progress()
-
-    def on_train_event_message(self, message: TrainEventMessage) -> None:
-        from engine import events as ev
-
-        event = message.event
-        line = self.run_state.apply(event)
-        if isinstance(event, ev.CheckpointSaved):
-            self.post_message(CheckpointsChanged())
-        elif isinstance(event, ev.TrainFinished):
-            self.notify(f"Training finished: '{event.name}' saved")
-            self._after_run(event.name)
-        elif isinstance(event, ev.TrainCancelled) and event.saved:
-            self._after_run(event.name)
-        elif isinstance(event, ev.TrainFailed):
-            self.notify(one_line(f"Training failed: {event.error}", 300), severity="error", timeout=10)
-        self._refresh_training(event=event, log=line)
-
-    def _after_run(self, name: str) -> None:
-        self.post_message(CheckpointsChanged())
-        if self.chat_model is None and self.model_status in ("none", "failed", "starting"):
-            self.activate_checkpoint(name)
-            self.notify(f"Chat now uses '{name}' (F1)")
-
-    def _refresh_training(self, full: bool = False, event=None, log: str | None = None) -> None:
-        view = self.views.get("training")
-        if view is None:
-            return
-        if full:
-            view.sync()
-            return
-        from engine import events as ev
-
-        if isinstance(event, ev.TrainEval):
-            view.update_eval()
-        elif isinstance(event, ev.TrainSample):
-            view.update_sample()
-        elif isinstance(event, ev.TrainStarted):
-            view.update_progress()
-        if log:
-            view.add_log(log)
-        view.update_controls()
-        chat = self.views.get("chat")
-        if chat is not None:
-            chat.update_status()
-
     # --- settings, dialogs ---
     def _save_settings(self) -> None:
         try:
@@ -463,35 +188,34 @@ class MiniGPTApp(App[int]):
 
         if isinstance(self.screen, ConversationsScreen):
             return
-        chat = self.views.get("chat")
 
         def done(conversation_id) -> None:
             if conversation_id is not None:
                 self.open_conversation(conversation_id)
 
-        self.push_screen(ConversationsScreen(self.conversations, chat.conversation_id if chat else None), done)
+        self.push_screen(ConversationsScreen(self.conversations, self.open_conversation_id), done)
+
+    def _tell_chat(self, action: str, conversation_id: int | None = None) -> None:
+        """Switch to the chat, then ask it (once the switch is done)."""
+        self.switch_mode("chat")
+        self.call_after_refresh(lambda: self.chat_commands.publish(ChatCommand(action, conversation_id)))
 
     def open_conversation(self, conversation_id: int) -> None:
-        self.switch_mode("chat")
-        self.call_after_refresh(lambda: self.views["chat"].load_conversation(conversation_id))
+        self._tell_chat("open", conversation_id)
 
     def use_checkpoint(self, name: str) -> None:
         self.activate_checkpoint(name)
         self.switch_mode("chat")
 
     def on_conversation_deleted(self, message: ConversationDeleted) -> None:
-        chat = self.views.get("chat")
-        if chat is not None and chat.conversation_id == message.conversation_id:
-            chat.action_new_chat()
+        self.chat_commands.publish(ChatCommand("conversation_deleted", message.conversation_id))
 
     def action_new_chat(self) -> None:
-        self.switch_mode("chat")
-        self.call_after_refresh(lambda: self.views["chat"].action_new_chat())
+        self._tell_chat("new_chat")
 
     def action_chat_action(self, action: str) -> None:
         """A chat action from anywhere (the palette): in the chat screen."""
-        self.switch_mode("chat")
-        self.call_after_refresh(lambda: self.views["chat"].run_action(action))
+        self._tell_chat(action)
 
     def action_train_default(self) -> None:
         self.train_default()
@@ -515,9 +239,7 @@ class MiniGPTApp(App[int]):
         """Quit with exit code 0 from anywhere: a streaming reply is stopped, a training run
         is stopped and saved first (cancel(save=True), then wait for it).  A second Ctrl+Q while
         that save runs quits at once and says what is lost."""
-        chat = self.views.get("chat")
-        if chat is not None and chat.stop_event is not None:
-            chat.stop_event.set()
+        self.chat_commands.publish(ChatCommand("stop"))
         state = self.run_state
         if self.quitting and state.running:
             self.force_quit = True
@@ -547,11 +269,8 @@ class MiniGPTApp(App[int]):
         return f"Quit without the last save: {name} keeps its checkpoint at step {saved}; training after it{f' (to step {step})' if step else ''} is lost."
 
     def on_unmount(self) -> None:
-        """Nothing outlives the app: a reply is stopped; a training run is stopped and saved
-        (unless the user chose to quit without the save), and waited for."""
-        chat = self.views.get("chat")
-        if chat is not None and chat.stop_event is not None:
-            chat.stop_event.set()
+        """Nothing outlives the app: a training run is stopped and saved (unless the user chose to
+        quit without the save), and waited for.  (The chat stops its own reply when it unmounts.)"""
         state = self.run_state
         if state.running and not state.done.is_set():
             state.stop_requested = True

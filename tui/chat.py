@@ -24,9 +24,10 @@ REPLY_UPDATE_INTERVAL_S = 0.05
 WELCOME_NONE = (
     "No checkpoint yet.\n\n"
     "Press Enter (or Ctrl+T) to train the default model: the 'seed' GPT-2 (6 layers x 128 wide) "
-    "on WikiText-2 for {steps} steps \u2014 minutes on a laptop CPU, seconds on a GPU. Without "
-    "internet the built-in corpus is used instead (the training screen says so). The chat uses "
-    "the model as soon as it is saved; train it further later from F3 (t).\n\n"
+    "on WikiText-2 for 3 minutes on a CPU (1 on a GPU), plus a minute or so to prepare its "
+    "tokenizer and data. Without internet the built-in corpus is used instead (the training "
+    "screen says so). The chat uses the model as soon as it is saved; train it further later "
+    "from F3 (t).\n\n"
     "Or press F2 to choose your own dataset, size and steps, or F3 to pick a saved model or one "
     "from the Hugging Face cache."
 )
@@ -46,7 +47,7 @@ class ChatScreen(Screen):
 
     def __init__(self):
         super().__init__(id="chat-screen")
-        self.conversation_id: int | None = None
+        self._conversation_id: int | None = None
         self.turns: list[Turn] = []
         self.reply: TurnView | None = None
         self.reply_id = 0
@@ -75,21 +76,58 @@ class ChatScreen(Screen):
         app.views["chat"] = self
         self.query_one("#conversation", VerticalScroll).anchor()
         self.watch(app, "model_status", self._model_changed, init=True)
+        self.watch(app, "model_revision", self.update_status, init=False)
+        self.watch(app, "run_revision", self.update_status, init=False)
+        app.chat_commands.subscribe(self, self._on_command)
         self.query_one(ChatInput).focus()
+
+    def on_unmount(self) -> None:
+        self.action_stop()  # nothing outlives the app: a streaming reply stops
+
+    async def _on_command(self, command) -> None:
+        """The app's requests (tui.messages.ChatCommand)."""
+        if command.action == "new_chat":
+            self.action_new_chat()
+        elif command.action == "open":
+            self.load_conversation(command.conversation_id)
+        elif command.action == "conversation_deleted":
+            if command.conversation_id == self.conversation_id:
+                self.action_new_chat()
+        elif command.action == "stop":
+            self.action_stop()
+        else:
+            await self.run_action(command.action)
+
+    @property
+    def conversation_id(self) -> int | None:
+        return self._conversation_id
+
+    @conversation_id.setter
+    def conversation_id(self, value: int | None) -> None:
+        self._conversation_id = value
+        self.app.open_conversation_id = value  # the saved-chats screen marks it
 
     @property
     def generating(self) -> bool:
         return self.reply is not None
 
     # --- status ---
-    def _model_changed(self, _value=None) -> None:
+    def _model_changed(self, old: str, status: str) -> None:
         app = self.app
-        status = app.model_status
+        if status == "loading" and self.generating:
+            self.action_stop()  # another model is coming: the reply of this one ends here
+        if status == "ready" and old != "ready":
+            self.add_note(f"now chatting with {app.active_name}")
+        self._show_model_state()
+
+    def _show_model_state(self) -> None:
+        """The welcome (no model, no turns), the focus in the input, the status line."""
+        status = self.app.model_status
         welcome = self.query_one("#welcome")
         show_welcome = status == "none" and not self.turns
         welcome.display = show_welcome
         if show_welcome:
-            self.query_one("#welcome-text", Static).update(Text(WELCOME_NONE.format(steps=app.DEFAULT_STEPS)))
+            self.query_one("#welcome-text", Static).update(Text(WELCOME_NONE))
         self.focus_input()
         self.update_status()
 
@@ -170,7 +208,7 @@ class ChatScreen(Screen):
         self.turns = []
         self.last_stats = ""
         self.context = None
-        self._model_changed()
+        self._show_model_state()
 
     def load_conversation(self, conversation_id: int) -> None:
         store = self.app.conversations

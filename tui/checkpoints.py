@@ -122,6 +122,9 @@ class CheckpointsScreen(Screen):
         hf.add_row(Text("looking\u2026", style="dim"), "", "", key="-")
         self.reload()
         self.run_worker(self._scan_hf_cache, thread=True, group="hf-scan", exit_on_error=False)
+        # the active model's mark follows the app; the list follows the store
+        self.watch(self.app, "model_revision", self._fill, init=False)
+        self.watch(self.app, "store_revision", self.reload, init=False)
         table.focus()
 
     def on_screen_resume(self) -> None:

@@ -83,3 +83,13 @@ class CheckpointsChanged(Message):
 @dataclass
 class ConversationDeleted(Message):
     conversation_id: int
+
+
+@dataclass
+class ChatCommand:
+    """What the app asks of the chat screen, published on ``app.chat_commands`` (a Textual
+    ``Signal`` the chat subscribes to): the palette, the saved-chats screen and Ctrl+Q speak to
+    the chat this way instead of calling into it."""
+
+    action: str  # new_chat | open | conversation_deleted | stop | a chat action (copy_reply, regenerate, edit_last, inspect)
+    conversation_id: int | None = None

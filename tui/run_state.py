@@ -31,7 +31,7 @@ class RunState:
     result: object | None = None  # TrainFinished | TrainCancelled | TrainFailed
     error: str | None = None
     steps: list[tuple[int, int, float, float]] = field(default_factory=list)  # (step, tokens seen, loss, lr): the worker appends (under lock)
-    val_losses: list[float] = field(default_factory=list)
+    grad_norms: list[float] = field(default_factory=list)  # per step, where the engine reports one
     val_points: list[tuple[int, float]] = field(default_factory=list)  # (tokens seen, validation loss)
     samples: list = field(default_factory=list)  # every TrainSample, oldest first
     log: list[str] = field(default_factory=list)
@@ -48,10 +48,16 @@ class RunState:
         """From the training thread: every step's loss is kept (progress messages coalesce)."""
         with self.lock:
             self.steps.append((event.step, event.tokens_seen, event.loss, event.lr))
+            if event.grad_norm is not None:
+                self.grad_norms.append(event.grad_norm)
 
     def history(self) -> list[tuple[int, int, float, float]]:
         with self.lock:
             return list(self.steps)
+
+    def grad_norm_history(self) -> list[float]:
+        with self.lock:
+            return list(self.grad_norms)
 
     def _tokens_at(self, step: int) -> int:
         """Tokens seen at ``step`` (an evaluation reports its step; the chart's axis is tokens)."""
@@ -83,7 +89,6 @@ class RunState:
             )
         elif isinstance(event, ev.TrainEval):
             self.eval = event
-            self.val_losses.append(event.val_loss)
             self.val_points.append((self._tokens_at(event.step), event.val_loss))
             line = f"eval @ {event.step}: val loss {event.val_loss:.4f}, perplexity {event.perplexity:.1f}, bits/byte {event.bits_per_byte:.4f}"
             if getattr(event, "word_perplexity", None):

@@ -20,7 +20,7 @@ FORM = [
     # id, label, placeholder
     ("name", "Name", "automatic"),
     ("dataset", "Dataset", "wikitext|builtin|path"),
-    ("tokenizer", "Tokenizer", "gpt2|bpe:N|path"),
+    ("tokenizer", "Tokenizer", "default|gpt2|bpe:N|path"),
     ("init", "Start from", "new model, or checkpoint|folder|hub id"),
     ("time", "Time budget", "e.g. 3m (optional)"),
     ("steps", "Steps", "automatic"),
@@ -59,7 +59,7 @@ def build_config(values: dict[str, str], store=None):
     config = TrainConfig(
         dataset=values.get("dataset", "").strip() or None,
         init=init,
-        tokenizer=values.get("tokenizer", "").strip() or "gpt2",
+        tokenizer=values.get("tokenizer", "").strip() or None,
         preset=values.get("preset") or "seed",
         max_steps=number("steps", "steps", int),
         epochs=number("epochs", "epochs", float),
@@ -128,6 +128,8 @@ class TrainingScreen(Screen):
                 with Horizontal(id="lr-row"):
                     yield Label("learning rate ", classes="spark-label")
                     yield Sparkline([], id="lr-spark")
+                    yield Label("  grad norm ", classes="spark-label")
+                    yield Sparkline([], id="grad-spark")
                 yield Static("", id="run-eval")
                 yield RichLog(id="sample-history", wrap=True, markup=False, max_lines=500)
                 yield Static("", id="run-error", classes="form-error")
@@ -142,6 +144,9 @@ class TrainingScreen(Screen):
         self.app.views["training"] = self
         self._preset_help("seed")
         self.sync()
+        # the app's run changes; this screen redraws what changed (it is never called into)
+        self.watch(self.app, "run_revision", self.show_run, init=False)
+        self.watch(self.app, "run_progress", self.update_progress, init=False)
 
     def on_screen_resume(self) -> None:
         self.sync()
@@ -209,6 +214,31 @@ class TrainingScreen(Screen):
         chart.log_scale = not chart.log_scale
 
     # --- live view ---
+    _shown: tuple = (None, 0, 0, None)  # (run state, log lines, samples, evaluation) on screen
+
+    def show_run(self) -> None:
+        """Bring the screen up to date with the run: a new run redraws everything, the same run
+        adds its new log lines and samples."""
+        state = self.app.run_state
+        shown_state, lines, samples, shown_eval = self._shown
+        if state is not shown_state:
+            self.sync()
+            return
+        log = self.query_one("#run-log", Log)
+        for line in state.log[lines:]:
+            log.write_line(visible(line))
+        if len(state.samples) > samples:
+            history = self.query_one("#sample-history", RichLog)
+            if samples == 0:
+                history.clear()
+            for sample in state.samples[samples:]:
+                history.write(_sample_text(sample))
+        self.update_progress()
+        if state.eval is not shown_eval:
+            self.update_eval()
+        self.update_controls()
+        self._shown = (state, len(state.log), len(state.samples), state.eval)
+
     def sync(self) -> None:
         """Redraw everything from the app's run state."""
         state = self.app.run_state
@@ -222,8 +252,9 @@ class TrainingScreen(Screen):
             history.write(Text("no sample yet: the model's words appear here at every evaluation", style="dim"))
         log = self.query_one("#run-log", Log)
         log.clear()
-        log.write_lines(state.log)
+        log.write_lines([visible(line) for line in state.log])
         self.update_controls()
+        self._shown = (state, len(state.log), len(state.samples), state.eval)
 
     def update_controls(self) -> None:
         state = self.app.run_state
@@ -275,10 +306,12 @@ class TrainingScreen(Screen):
             bar.update(total=total, progress=state.started.start_step if state.started is not None else 0)
             stats.update("")
             self.query_one("#lr-spark", Sparkline).data = []
+            self.query_one("#grad-spark", Sparkline).data = []
             return
         bar.update(total=step.total_steps, progress=step.step)
         self.query_one("#lr-spark", Sparkline).data = [lr for *_, lr in state.history()[-2000:]]
-        grad = getattr(step, "grad_norm", None)
+        self.query_one("#grad-spark", Sparkline).data = state.grad_norm_history()[-2000:]
+        grad = step.grad_norm
         stats.update(
             Text.assemble(
                 ("step ", "dim"), f"{step.step}/{step.total_steps}",
@@ -310,19 +343,6 @@ class TrainingScreen(Screen):
             if ev is not None
             else Text("no evaluation yet", style="dim")
         )
-
-    def update_sample(self) -> None:
-        """A new sample joins the history (every evaluation's, with its step: scroll back to
-        see the model learn)."""
-        state = self.app.run_state
-        history = self.query_one("#sample-history", RichLog)
-        if len(state.samples) == 1:
-            history.clear()
-        if state.samples:
-            history.write(_sample_text(state.samples[-1]))
-
-    def add_log(self, line: str) -> None:
-        self.query_one("#run-log", Log).write_line(visible(line))
 
 
 def _sample_text(sample) -> Text:
