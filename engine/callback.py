@@ -37,6 +37,7 @@ class RunContext:
     cfg: TrainConfig
     source: Any  # engine.data.TextSource
     tokenizer: Any
+    tokenizer_spec: str  # what it was asked as (a resumed run's own): "bpe:16384", "gpt2", a path
     preset: str
     arch: str
     optimizer: str
@@ -94,7 +95,7 @@ class EventCallback(TrainerCallback):
                 name=self.job.name,
                 preset=c.preset,
                 dataset=c.source.name,
-                tokenizer=tok_mod.describe(c.tokenizer, c.previous.get("tokenizer_spec") or c.cfg.tokenizer_spec),
+                tokenizer=tok_mod.describe(c.tokenizer, c.tokenizer_spec),
                 params=c.params,
                 device=c.device,
                 dtype=c.dtype,
@@ -267,8 +268,8 @@ class EventCallback(TrainerCallback):
             "dataset": c.source.name,
             "dataset_spec": c.source.spec,
             "dataset_config": c.source.config,
-            "tokenizer": tok_mod.describe(c.tokenizer, prev.get("tokenizer_spec") or cfg.tokenizer_spec),
-            "tokenizer_spec": prev.get("tokenizer_spec") or cfg.tokenizer_spec,
+            "tokenizer": tok_mod.describe(c.tokenizer, c.tokenizer_spec),
+            "tokenizer_spec": c.tokenizer_spec,
             "block_size": c.block_size,
             "params": c.params,
             "vocab_size": len(c.tokenizer),

@@ -89,20 +89,27 @@ def looks_like_path(spec: str) -> bool:
     )
 
 
+def uses_builtin(spec: str | None) -> bool:
+    """Whether ``resolve(spec)`` reads the built-in corpus: asked for, or no dataset given while
+    the hub (WikiText-2's home) cannot be reached."""
+    name = (spec or DEFAULT_DATASET).strip()
+    if name == "builtin":
+        return True
+    return not spec and not looks_like_path(name) and not hub_reachable()
+
+
 def resolve(spec: str | None, config: str | None = None, notify: Notify | None = None) -> TextSource:
     """Find the text a dataset spec names.  Raises DataError / HubUnavailable with one-line messages."""
+    if uses_builtin(spec):
+        if not spec and notify:  # not asked for: the hub is out of reach
+            notify(f"{unreachable_note()}: training on the built-in corpus (King James Bible) instead of WikiText-2")
+        return builtin_source()
     explicit = bool(spec)
     spec = (spec or DEFAULT_DATASET).strip()
-    if spec == "builtin":
-        return builtin_source()
     if looks_like_path(spec):
         return local_source(Path(spec).expanduser())
     if not explicit:
         config = config or DEFAULT_CONFIG
-        if not hub_reachable():
-            if notify:
-                notify(f"{unreachable_note()}: training on the built-in corpus (King James Bible) instead of WikiText-2")
-            return builtin_source()
     return hub_source(spec, config)
 
 

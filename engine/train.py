@@ -307,10 +307,7 @@ class TrainingJob:
     def _default_name(cfg: TrainConfig) -> str:
         """PRESET-DATA-TIME, after the data the run will really read: without --dataset that is
         WikiText-2, or the built-in corpus when the hub cannot be reached (data.resolve)."""
-        from .hub import hub_reachable
-
-        builtin = cfg.dataset == "builtin" or (not cfg.dataset and not hub_reachable())
-        stem = "builtin" if builtin else Path(cfg.dataset or "wikitext").name.split(".")[0] or "data"
+        stem = "builtin" if data_mod.uses_builtin(cfg.dataset) else Path(cfg.dataset or "wikitext").name.split(".")[0] or "data"
         stem = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in stem)[:40].strip("-.") or "data"
         return f"{cfg.preset}-{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
@@ -381,6 +378,7 @@ class TrainingJob:
         context = RunContext(
             source=source,
             tokenizer=tokenizer,
+            tokenizer_spec=previous.get("tokenizer_spec") or cfg.tokenizer_spec,
             preset=preset.name,
             cfg=cfg,
             block_size=block_size,
