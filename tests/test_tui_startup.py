@@ -155,3 +155,46 @@ def test_bench_first_frame_in_a_pty(fresh_dirs):
 
     ms, torch_loaded = first_frame("no-such-checkpoint")
     assert 0 < ms < 20_000 and not torch_loaded
+
+
+async def test_footer_rebuilds_only_when_its_keys_change(fresh_dirs, monkeypatch):
+    """Textual's footer rebuilt every key on each focus change (three times before the first
+    frame, ~300 ms on a 2-core machine); the app's footer rebuilds when what it shows changes."""
+    from textual.widgets._footer import FooterKey
+
+    from tui.footer import AppFooter
+
+    composed = []
+    compose = AppFooter.compose
+
+    def counting_compose(self):
+        composed.append(self._what_it_shows())
+        yield from compose(self)
+
+    monkeypatch.setattr(AppFooter, "compose", counting_compose)
+    app = MiniGPTApp(autoload=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.focused, ChatInput), 10, "focus on the chat input")
+        await pilot.pause()
+        footer = app.screen.query_one(AppFooter)
+        keys = {key.key: key for key in footer.query(FooterKey)}
+        assert {"ctrl+n", "f1", "f2", "ctrl+p"} <= set(keys)
+        # the keys are styled as Textual's footer styles them: the palette key compact, the others not
+        assert not keys["ctrl+n"].has_class("-compact") and keys["ctrl+p"].has_class("-compact")
+        # an empty footer before the bindings are ready, the keys, and the keys in the order
+        # Textual gives them with the input focused (its F6 first); Textual's own footer: 6 here
+        assert len(composed) <= 3, composed
+        app.set_focus(None)
+        await pilot.pause()
+        before = len(composed)
+        conversation = app.screen.query_one("#conversation")
+        for _ in range(3):  # focus moves between widgets that show the same keys: no rebuild
+            conversation.focus()
+            await pilot.pause()
+            app.set_focus(None)
+            await pilot.pause()
+        assert len(composed) == before, composed[before:]
+        app.set_keymap({"chat.new": "ctrl+b"})  # a key the footer shows changed: rebuilt
+        await wait_until(pilot, lambda: "ctrl+b" in {key.key for key in footer.query(FooterKey)}, 5, "the new key shown")
+        assert "ctrl+n" not in {key.key for key in footer.query(FooterKey)}
+        assert len(composed) == before + 1

@@ -10,9 +10,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Static
+from textual.widgets import Button, Static
 
 from .chat_widgets import ChatInput, NoteView, TurnView
+from .footer import AppFooter
 from .conversations import Turn
 from .messages import ReplyDone, ReplyProgress, ReplyStarted
 from .safe import one_line
@@ -64,12 +65,9 @@ class ChatScreen(Screen):
     # --- layout ---
     def compose(self) -> ComposeResult:
         yield Static("", id="chat-status")
-        with VerticalScroll(id="conversation"):
-            with Vertical(id="welcome"):
-                yield Static("", id="welcome-text")
-                yield Button("Train the default model", id="train-default", variant="primary")
+        yield VerticalScroll(id="conversation")  # the welcome joins it when there is no model
         yield ChatInput(id="chat-input")
-        yield Footer()
+        yield AppFooter()
 
     def on_mount(self) -> None:
         app = self.app
@@ -123,13 +121,22 @@ class ChatScreen(Screen):
     def _show_model_state(self) -> None:
         """The welcome (no model, no turns), the focus in the input, the status line."""
         status = self.app.model_status
-        welcome = self.query_one("#welcome")
-        show_welcome = status == "none" and not self.turns
-        welcome.display = show_welcome
-        if show_welcome:
-            self.query_one("#welcome-text", Static).update(Text(WELCOME_NONE))
+        self._show_welcome(status == "none" and not self.turns)
         self.focus_input()
         self.update_status()
+
+    def _show_welcome(self, show: bool) -> None:
+        """The first-run panel, mounted the first time there is no model (not in the first
+        frame: most launches have a model, and the app paints sooner without it)."""
+        found = self.query("#welcome")
+        if found:
+            found.first().display = show
+        elif show:
+            welcome = Vertical(Static(Text(WELCOME_NONE), id="welcome-text"), Button("Train the default model", id="train-default", variant="primary"), id="welcome")
+            if self.view.children:
+                self.view.mount(welcome, before=0)
+            else:
+                self.view.mount(welcome)
 
     def focus_input(self) -> None:
         """Focus lands where the user types: the chat input (Enter on an empty input trains the
@@ -183,7 +190,7 @@ class ChatScreen(Screen):
         return self.query_one("#conversation", VerticalScroll)
 
     def _add(self, widget) -> None:
-        self.query_one("#welcome").display = False
+        self._show_welcome(False)
         self.view.mount(widget)
 
     def add_note(self, text: str) -> None:
@@ -218,7 +225,7 @@ class ChatScreen(Screen):
         self.clear_view()
         self.conversation_id = conversation_id
         self.turns = store.turns(conversation_id)
-        self.query_one("#welcome").display = False
+        self._show_welcome(False)
         self.view.mount_all(
             [
                 TurnView(t.role, t.content, who=None if t.role == "user" else (t.checkpoint or "Model"), stopped=t.stopped)

@@ -10,9 +10,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Label, Static
+from textual.widgets import DataTable, Label, Static
 
 from .dialogs import ConfirmScreen, DetailsScreen, PromptScreen
+from .footer import AppFooter
 from .safe import literal, one_line
 
 COLUMNS = [
@@ -108,7 +109,7 @@ class CheckpointsScreen(Screen):
             yield DataTable(id="ckpt-table", cursor_type="row", zebra_stripes=True)
             yield Label("Hugging Face cache", classes="section-title")
             yield DataTable(id="hf-table", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield AppFooter()
 
     def on_mount(self) -> None:
         self.app.views["checkpoints"] = self

@@ -15,9 +15,10 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from .chat_widgets import ChatInput, TurnView
+from .footer import AppFooter
 from .safe import one_line
 
 
@@ -70,7 +71,7 @@ class CompareScreen(Screen):
                     yield Static(Text(f"{one_line(name, 40)} \u00b7 loading\u2026", style="bold"), id=f"compare-head-{side}", classes="compare-head")
                     yield VerticalScroll(id=f"compare-view-{side}", classes="compare-view")
         yield ChatInput(id="compare-input")
-        yield Footer()
+        yield AppFooter()
 
     def on_mount(self) -> None:
         for side, name in enumerate(self.names):

@@ -7,11 +7,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, Label, Log, ProgressBar, RichLog, Select, Sparkline, Static
+from textual.widgets import Button, Input, Label, Log, ProgressBar, RichLog, Select, Sparkline, Static
 
 from engine.errors import EngineError, UsageError
 from engine.model import PRESETS
 
+from .footer import AppFooter
 from .loss_chart import LossChart
 from .run_state import fmt_s
 from .safe import literal, one_line, visible
@@ -138,7 +139,7 @@ class TrainingScreen(Screen):
                     yield Button("Resume", id="resume", compact=True)
                     yield Button("Stop (save)", id="stop", variant="error", compact=True)
                 yield Log(id="run-log", max_lines=500)
-        yield Footer()
+        yield AppFooter()
 
     def on_mount(self) -> None:
         self.app.views["training"] = self
