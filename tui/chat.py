@@ -36,7 +36,9 @@ WELCOME_NONE = (
 
 class ChatScreen(Screen):
     BINDINGS = [
-        Binding("escape", "stop", "Stop reply", id="chat.stop"),
+        # Not in the footer: the streaming reply says "esc stops" (a key that came and went in
+        # the footer rebuilt it twice per reply, ~100 ms of the UI thread on a 2-core machine).
+        Binding("escape", "stop", "Stop reply", id="chat.stop", show=False),
         Binding("ctrl+n", "new_chat", "New chat", id="chat.new"),
         Binding("ctrl+t", "train_default", "Train default", id="chat.train_default", show=False),
         # (the input's TextArea keeps its own keys: Ctrl+E end of line, Ctrl+Y redo, ...)
@@ -182,7 +184,7 @@ class ChatScreen(Screen):
         if self.last_stats:
             text.append(" \u2502 ")
             text.append(self.last_stats)
-        self.query_one("#chat-status", Static).update(text)
+        self.query_one("#chat-status", Static).update(text, layout=False)  # one line, always
 
     # --- conversation view ---
     @property
@@ -267,6 +269,13 @@ class ChatScreen(Screen):
             return self.generating
         return True
 
+    def _stop_key(self) -> str:
+        """The key that stops a reply as the footer would name it (a keymap may have moved it)."""
+        for active in self.active_bindings.values():
+            if active.node is self and active.binding.action == "stop":
+                return self.app.get_key_display(active.binding)
+        return "esc"
+
     def action_stop(self) -> None:
         if self.stop_event is not None:
             self.stop_event.set()
@@ -326,6 +335,7 @@ class ChatScreen(Screen):
         self.reply_id += 1
         self.reply_model = app.active_name
         self.reply = TurnView("assistant", "", who=self.reply_model or "Model")
+        self.reply.stop_key = self._stop_key()
         self.reply.streaming = True
         self._add(self.reply)
         self.view.anchor()

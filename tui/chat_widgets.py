@@ -75,8 +75,9 @@ class ChatInput(TextArea):
 class TurnView(Static):
     """One turn.  Text is shown literally (see tui.safe)."""
 
-    def __init__(self, role: str, text: str = "", who: str | None = None, stopped: bool = False, **kwargs):
+    def __init__(self, role: str, text: str = "", who: str | None = None, stopped: bool = False, stop_key: str = "esc", **kwargs):
         super().__init__(classes=f"turn {role}", **kwargs)
+        self.stop_key = stop_key  # named while the reply streams
         self.role = role
         self.who = who or ("You" if role == "user" else "Model")
         self.text = text
@@ -93,7 +94,7 @@ class TurnView(Static):
         out = Text()
         out.append(self.who, style="bold")
         if self.streaming:
-            out.append("  \u2026", style="dim")
+            out.append(f"  \u2026 {self.stop_key} stops", style="dim")
         out.append("\n")
         if self.text:
             out.append_text(literal(self.text))
@@ -107,8 +108,14 @@ class TurnView(Static):
         return out
 
     def set_text(self, text: str) -> None:
+        """New text (a streaming reply, ~20 times a second): the screen is laid out again only
+        when the turn's height changes, otherwise only the turn is repainted (a layout of the
+        whole screen per update took the decode's turns at the GIL; bench/app_latency.py)."""
         self.text = text
-        self.update(self._render_text())
+        width, height = self.content_size
+        self.update(self._render_text(), layout=False)
+        if not width or self.visual.get_height(self.styles, width) != height:
+            self.refresh(layout=True)
 
     def finish(self, text: str | None = None, stopped: bool = False, error: str | None = None) -> None:
         if text is not None:

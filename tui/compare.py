@@ -125,7 +125,7 @@ class CompareScreen(Screen):
         for side, model in enumerate(self.models):
             view = self.query_one(f"#compare-view-{side}", VerticalScroll)
             view.mount(TurnView("user", text))
-            reply = TurnView("assistant", "", who=self.names[side])
+            reply = TurnView("assistant", "", who=self.names[side], stop_key="^x")
             reply.streaming = True
             view.mount(reply)
             view.anchor()
