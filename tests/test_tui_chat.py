@@ -74,14 +74,34 @@ async def test_escape_stops_reply_and_keeps_partial(ckpt_home, tiny_checkpoint):
         await _send(pilot, "go on")
         chat = app.views["chat"]
         await wait_until(pilot, lambda: chat.reply is not None and len(chat.reply.text) > 6, 30, "some tokens")
+        assert "esc stops" in plain(chat.reply)  # the key is named where the user looks, not in the footer
         await pilot.press("escape")
         await wait_until(pilot, lambda: chat.reply is None, 30, "the stop")
         reply = _turns(app)[-1]
         assert reply.stopped and reply.text.startswith("w0 w1 ") and len(reply.text) < len("".join(f"w{i} " for i in range(400)))
-        assert "[stopped]" in plain(reply)
+        assert "[stopped]" in plain(reply) and "esc stops" not in plain(reply)
         assert "stopped" in plain(app.screen.query_one("#chat-status"))
         turns = app.conversations.turns(app.conversations.list()[0].id)
         assert turns[-1].stopped and turns[-1].content == reply.text
+
+
+async def test_streaming_reply_grows_with_its_text(fresh_dirs):
+    """A streaming reply repaints in place and is laid out again only when its height changes:
+    at every moment the turn is exactly as tall as its text (nothing clipped, no blank tail)."""
+    app = MiniGPTApp(autoload=False)
+    async with app.run_test(size=(60, 40)) as pilot:
+        chat = app.views["chat"]
+        await fake_ready(pilot, app, FakeChat([f"word{i} " + ("\n" if i % 9 == 8 else "") for i in range(120)], delay=0.01))
+        await _send(pilot, "go")
+        heights = set()
+        await wait_until(pilot, lambda: chat.reply is not None, 10, "the reply")
+        while chat.reply is not None:
+            reply = chat.reply
+            await pilot.pause()
+            if reply.is_mounted and reply.content_size.width:
+                assert reply.content_size.height == reply.visual.get_height(reply.styles, reply.content_size.width), reply.text
+                heights.add(reply.content_size.height)
+        assert len(heights) >= 4  # it grew while streaming, line by line
 
 
 async def test_markup_and_escapes_shown_literally(fresh_dirs):
