@@ -38,6 +38,19 @@ def markdown(r: dict) -> str:
         ("generation, steady tokens/s (256-token reply)", _n(g["baseline_tokens_per_s"], "{:.1f}"), _n(g["engine_tokens_per_s"], "{:.1f}"),
          _x(g.get("tokens_ratio")), ">= 2x"),
         ("time to first token, 200-token prompt", "", f"{_n(g['engine_ttft_ms'], '{:.1f}')} ms", "", "<= 50 ms"),
+    ]
+    d = g.get("decode") or {}
+    if d:  # decode on the engine's own checkpoint: the baseline column is model.generate + streamer
+        rows += [
+            (f"decode tokens/s, `seed` checkpoint, 90 tokens ({d.get('decode_path')} path; baseline: generate + streamer)",
+             _n(d.get("generate_streamer_tokens_per_s")), _n(d.get("engine_tokens_per_s")), _x(d.get("ratio_vs_streamer")), ">= 1,000, >= 6x"),
+            ("decode time to first token, 32-token prompt", "", f"{_n(d.get('ttft_ms_32'), '{:.1f}')} ms", "", "<= 10 ms"),
+            ("decode tokens/s, `small` preset", "", _n(d.get("small_tokens_per_s")), "", ">= 400"),
+        ]
+    if a.get("onscreen_ratio"):
+        rows.append(("app: a reply's tokens/s on screen / the same reply headless", "",
+                     f"{_n(a.get('onscreen_tokens_per_s'))} / {_n(a.get('headless_tokens_per_s'))}", f"{a['onscreen_ratio']:.2f}", ">= 0.80"))
+    rows += [
         ("app: first frame after launch / first reply token after Enter", "",
          f"{_n(a.get('first_frame_ms'))} ms / {_n(a.get('first_token_ms'))} ms", "", "<= 500 / <= 150 ms"),
         ("app: first frame of a bare Textual app launched the same way (the floor)", "",

@@ -85,6 +85,21 @@ async def test_escape_stops_reply_and_keeps_partial(ckpt_home, tiny_checkpoint):
         assert turns[-1].stopped and turns[-1].content == reply.text
 
 
+async def test_stop_hint_follows_the_keymap(fresh_dirs):
+    """The streaming reply names the key that stops it, wherever the user's keymap put it."""
+    app = MiniGPTApp(autoload=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        chat = app.views["chat"]
+        await fake_ready(pilot, app, FakeChat([f"w{i} " for i in range(400)], delay=0.02))
+        app.set_keymap({"chat.stop": "f9"})
+        await _send(pilot, "go on")
+        await wait_until(pilot, lambda: chat.reply is not None and len(chat.reply.text) > 6, 30, "some tokens")
+        assert "f9 stops" in plain(chat.reply)
+        await pilot.press("f9")
+        await wait_until(pilot, lambda: chat.reply is None, 30, "the stop")
+        assert _turns(app)[-1].stopped
+
+
 async def test_streaming_reply_grows_with_its_text(fresh_dirs):
     """A streaming reply repaints in place and is laid out again only when its height changes:
     at every moment the turn is exactly as tall as its text (nothing clipped, no blank tail)."""

@@ -13,8 +13,8 @@ from textual.screen import Screen
 from textual.widgets import Button, Static
 
 from .chat_widgets import ChatInput, NoteView, TurnView
-from .footer import AppFooter
 from .conversations import Turn
+from .footer import AppFooter, key_name
 from .messages import ReplyDone, ReplyProgress, ReplyStarted
 from .safe import one_line
 
@@ -269,13 +269,6 @@ class ChatScreen(Screen):
             return self.generating
         return True
 
-    def _stop_key(self) -> str:
-        """The key that stops a reply as the footer would name it (a keymap may have moved it)."""
-        for active in self.active_bindings.values():
-            if active.node is self and active.binding.action == "stop":
-                return self.app.get_key_display(active.binding)
-        return "esc"
-
     def action_stop(self) -> None:
         if self.stop_event is not None:
             self.stop_event.set()
@@ -335,7 +328,7 @@ class ChatScreen(Screen):
         self.reply_id += 1
         self.reply_model = app.active_name
         self.reply = TurnView("assistant", "", who=self.reply_model or "Model")
-        self.reply.stop_key = self._stop_key()
+        self.reply.stop_key = key_name(self, "stop", "esc")
         self.reply.streaming = True
         self._add(self.reply)
         self.view.anchor()

@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 from .chat_widgets import ChatInput, TurnView
-from .footer import AppFooter
+from .footer import AppFooter, key_name
 from .safe import one_line
 
 
@@ -125,7 +125,7 @@ class CompareScreen(Screen):
         for side, model in enumerate(self.models):
             view = self.query_one(f"#compare-view-{side}", VerticalScroll)
             view.mount(TurnView("user", text))
-            reply = TurnView("assistant", "", who=self.names[side], stop_key="^x")
+            reply = TurnView("assistant", "", who=self.names[side], stop_key=key_name(self, "stop", "^x"))
             reply.streaming = True
             view.mount(reply)
             view.anchor()

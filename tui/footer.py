@@ -3,7 +3,8 @@
 Textual's footer rebuilds all its keys whenever the screen's bindings may have changed (each
 focus change, three times before the first frame), and each new ``FooterKey`` starts compact and
 is then bound to the footer's non-compact style: two style passes per key.  Measured on a 2-core
-AVX2 machine, that was ~300 ms of the app's first frame.  This footer shows the same keys in the
+AVX2 machine, the app's first frame went from 955 to 739 ms with this footer (medians of 9
+launches, alternating with a bare Textual app at 491 / 466 ms).  This footer shows the same keys in the
 same order, skips a rebuild when nothing it shows changed, and starts each key in its footer's
 style (as Textual does, the command palette's key stays compact).
 """
@@ -40,3 +41,11 @@ class AppFooter(Footer):
         if self.is_attached and self._what_it_shows() == self._shown:
             return
         await super().recompose()
+
+
+def key_name(screen, action: str, default: str) -> str:
+    """The key bound to ``action`` on ``screen`` as the footer names it (a keymap may move it)."""
+    for active in screen.active_bindings.values():
+        if active.node is screen and active.binding.action == action:
+            return screen.app.get_key_display(active.binding)
+    return default
