@@ -159,7 +159,7 @@ def test_bench_first_frame_in_a_pty(fresh_dirs):
 
 async def test_footer_rebuilds_only_when_its_keys_change(fresh_dirs, monkeypatch):
     """Textual's footer rebuilt every key on each focus change (three times before the first
-    frame, ~300 ms on a 2-core machine); the app's footer rebuilds when what it shows changes."""
+    frame); the app's footer rebuilds when what it shows changes."""
     from textual.widgets._footer import FooterKey
 
     from tui.footer import AppFooter
