@@ -74,7 +74,6 @@ class EventCallback(TrainerCallback):
         self.eval_step = None
         self.saved_step = None
         self.rate = None
-        self.run_start = None
         self.active_s = 0.0  # training time this session, without evals and pauses
         self.session_steps = 0
         self.step_began = None
@@ -82,7 +81,6 @@ class EventCallback(TrainerCallback):
         self.next_eval_s = None  # timed evaluations: the training time of the next one
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.run_start = time.time()
         c = self.ctx
         clock, budget = c.clock, c.budget
         clock.start()
@@ -300,7 +298,6 @@ class EventCallback(TrainerCallback):
             "overhead_s": round(float(prev.get("overhead_s", 0.0)) + clock.overhead_s, 2),
             "complete": done,
         }
-
 
 
 def _finite_or_none(value) -> float | None:
