@@ -8,7 +8,7 @@ budgets).  Then ``python -m tui eval`` scores the checkpoint on the **whole vali
 bits per byte (comparable across tokenizers) and, on word-level data, word perplexity.
 
 The default grid varies one thing at a time around the base (the product's defaults): learning
-rate, batch, tokenizer size, shape, optimizer, architecture.  ``--config "FLAGS"`` (repeatable)
+rate, batch, tokenizer size, schedule, weight decay, shape, optimizer, architecture.  ``--config "FLAGS"`` (repeatable)
 runs your own list instead, e.g. the winners together, or the winners at ``--time 30m``.
 """
 
@@ -29,13 +29,15 @@ from pathlib import Path
 # first entry: the product's defaults with no flags at all.
 DEFAULT_GRID = (
     "",
-    "--lr 2e-3",
-    "--lr 4e-3",
-    "--batch-size 8",
-    "--batch-size 32",
-    "--tokenizer bpe:4096",
-    "--tokenizer bpe:16384",
+    "--lr 1e-3",
+    "--lr 3e-3",
+    "--batch-size 4",
+    "--batch-size 16",
+    "--tokenizer bpe:8192",
+    "--tokenizer bpe:32768",
     "--tokenizer gpt2",
+    "--warmdown 0.6",
+    "--weight-decay 0",
     "--arch llama",
     "--optimizer muon",
     "--preset small",
@@ -66,13 +68,12 @@ def _peak_rss_mb(proc: subprocess.Popen) -> float | None:
     return round(peak, 1) if peak is not None else None
 
 
-def run_one(flags: str, data: str, budget: str, root: Path, index: int, log) -> dict:
-    name = f"sweep-{index:02d}"
+def run_one(flags: str, data: str, budget: str, root: Path, name: str, log) -> dict:
     env = _env(root)
     # no evaluations during the run (they cost wall time, not budget): the whole split is scored after
     cmd = [sys.executable, "-m", "tui", "train", "--dataset", data, "--time", budget, "--name", name,
            "--eval-every", str(10**9), *shlex.split(flags)]
-    log(f"[sweep] {index}: {' '.join(cmd[3:])}")
+    log(f"[sweep] {name}: {' '.join(cmd[3:])}")
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out_lines: list[str] = []
@@ -85,7 +86,7 @@ def run_one(flags: str, data: str, budget: str, root: Path, index: int, log) -> 
     if proc.returncode != 0:
         lines = [line.strip() for line in out_lines if line.strip()]
         row["error"] = lines[-1] if lines else f"exit code {proc.returncode}"
-        log(f"[sweep] {index} failed: {row['error']}")
+        log(f"[sweep] {name} failed: {row['error']}")
         return row
     from engine.checkpoints import META_FILE
 
@@ -107,7 +108,7 @@ def run_one(flags: str, data: str, budget: str, root: Path, index: int, log) -> 
         val_loss=score["loss"], val_bits_per_byte=score["bits_per_byte"], val_word_perplexity=score.get("word_perplexity"),
         val_tokens=score["tokens"],
     )
-    log(f"[sweep] {index}: bpb {row['val_bits_per_byte']:.4f} word ppl {row['val_word_perplexity']} "
+    log(f"[sweep] {name}: bpb {row['val_bits_per_byte']:.4f} word ppl {row['val_word_perplexity']} "
         f"({row['steps']} steps, {row['tokens_per_s']} tok/s)")
     return row
 
@@ -119,6 +120,7 @@ def sweep(data: str, budget: str, configs: list[str], keep: str | None = None, l
     root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="minigpt-sweep-"))
     root.mkdir(parents=True, exist_ok=True)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    tag = datetime.now().strftime("%Y%m%d-%H%M%S")  # run names of their own: a --keep store is reused
     rows = []
     try:
         # tokenizers and tokenized splits first, outside every budget: a 1-step run per tokenizer
@@ -131,9 +133,9 @@ def sweep(data: str, budget: str, configs: list[str], keep: str | None = None, l
             prepared.add(tok)
             extra = ["--tokenizer", tok] if tok else []
             subprocess.run([sys.executable, "-m", "tui", "train", "--dataset", data, "--max-steps", "1", "--name",
-                            f"prep-{len(prepared)}", *extra], env=_env(root), capture_output=True, check=False)
+                            f"prep-{tag}-{len(prepared)}", *extra], env=_env(root), capture_output=True, check=False)
         for i, flags in enumerate(configs):
-            rows.append(run_one(flags, data, budget, root, i, log))
+            rows.append(run_one(flags, data, budget, root, f"sweep-{tag}-{i:02d}", log))
     finally:
         if not keep:
             import shutil

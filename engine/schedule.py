@@ -9,6 +9,7 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import math
 import re
@@ -41,6 +42,21 @@ def parse_duration(text: str, flag: str = "--time") -> float:
     if not total > 0 or not math.isfinite(total):
         raise UsageError(f"{flag} must be longer than 0 seconds (got {text!r})")
     return total
+
+
+class Duration(float):
+    """Seconds, made from a number or from how people write a duration: ``Duration("1h30m")``.
+
+    It is the type of ``--time``: a text argparse cannot read raises ``ArgumentTypeError``, whose
+    message argparse prints as it is (a ValueError would become "invalid Duration value")."""
+
+    def __new__(cls, value: "str | float" = 0.0):
+        if isinstance(value, str):
+            try:
+                value = parse_duration(value)
+            except UsageError as exc:
+                raise argparse.ArgumentTypeError(str(exc).removeprefix("--time ")) from None
+        return super().__new__(cls, value)
 
 
 def format_duration(seconds: float) -> str:

@@ -15,7 +15,7 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from .checkpoints import META_FILE, RESUME_DIR, CheckpointStore, link_or_copy, v
 from .errors import CheckpointError, EngineError, UsageError
 from .events import Notice, Sink, TrainCancelled, TrainFailed, TrainFinished
 from .model import ARCHES, PRESETS, get_preset
-from .schedule import TrainClock, format_duration
+from .schedule import WARMDOWN_FRACTION, Duration, TrainClock, format_duration
 
 MODEL_FILES = ("model.safetensors", "config.json", "generation_config.json")
 RESUME_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json")  # + rng_state*.pth
@@ -40,34 +40,60 @@ DEFAULT_TOKENIZER = "bpe:16384"
 UNCAPPED_STEPS = 1_000_000_000  # the Trainer's max_steps when only a time budget ends the run
 
 
+def option(default, help: str, **argparse_kwargs):
+    """A ``TrainConfig`` field and its ``minigpt-tui train`` flag: transformers' ``HfArgumentParser``
+    makes ``--field_name`` / ``--field-name`` from the field, with this help and these argparse
+    arguments (``aliases``, ``choices``, ``metavar``)."""
+    return field(default=default, metadata={"help": help, **argparse_kwargs})
+
+
 @dataclass
 class TrainConfig:
-    dataset: str | None = None
-    dataset_config: str | None = None
-    tokenizer: str | None = None  # None: DEFAULT_TOKENIZER, or the --init model's own tokenizer
-    preset: str = "seed"
-    init: str | None = None
-    block_size: int | None = None
-    batch_size: int | None = None
-    epochs: float | None = None
-    max_steps: int | None = None
-    lr: float | None = None
-    eval_every: int | None = None
-    save_every: int | None = None
-    name: str | None = None
-    resume: str | None = None
-    device: str = "auto"
-    seed: int = 1337
-    warmup_steps: int | None = None
-    weight_decay: float = 0.1
-    grad_accum: int = 1
-    eval_blocks: int = 256
-    sample_tokens: int = 48
-    dtype: str | None = None  # None: as pick_device (bf16/fp16 on CUDA, bf16 on fast-bf16 CPUs); or force one
-    time_budget: float | None = None  # --time, in seconds of training (evaluation and saving not counted)
-    arch: str | None = None  # gpt2 | llama; None: the preset's
-    optimizer: str = "adamw"  # adamw | muon
-    word_level: bool = False  # the text is word-level: also report word perplexity
+    """What a training run is asked to do: the one place for its flags, their defaults and
+    (``check``) their validation.  The CLI, the app's form and the benchmark all build one."""
+
+    dataset: str | None = option(None, "hub id (default wikitext), a file or folder, or 'builtin'")
+    dataset_config: str | None = option(None, "hub dataset config (default wikitext-2-raw-v1 for wikitext)")
+    tokenizer: str | None = option(
+        None, f"gpt2 | bpe:N | PATH (default: {DEFAULT_TOKENIZER} trained on the data; with --init, that model's own)"
+    )
+    preset: str = option("seed", "model size (default seed)", choices=list(PRESETS))
+    init: str | None = option(None, "start from a pretrained causal LM (hub id or folder): fine-tuning", metavar="MODEL")
+    block_size: int | None = option(None, "tokens per training row (default: the preset's)")
+    batch_size: int | None = option(None, "rows per optimizer step (default: the preset's)")
+    epochs: float | None = option(None, "passes over the training text (default 1, unless --time or --max-steps)")
+    max_steps: int | None = option(None, "stop after this many optimizer steps")
+    lr: float | None = option(None, "peak learning rate (default: the preset's)")
+    eval_every: int | None = option(None, "evaluate every N steps (default: 5 times per --time budget)")
+    save_every: int | None = option(None, "save every N steps (default: at each evaluation)")
+    name: str | None = option(None, "checkpoint name (default: preset, data and date)")
+    resume: str | None = option(None, "continue a saved run with its optimizer state", metavar="NAME")
+    device: str = option("auto", "where to train (default auto: CUDA when there is one)", choices=["auto", "cpu", "cuda"])
+    seed: int = option(1337, "seeds the initial weights and the data order (default 1337)")
+    warmup_steps: int | None = option(None, "without --time: steps of linear warmup (default 5%% of the steps, at most 200)")
+    weight_decay: float = option(0.1, "AdamW's decoupled weight decay of matrices and embeddings (default 0.1)")
+    warmdown: float | None = option(
+        None,
+        f"with --time: the rate decays to 0 over this last fraction of the budget (default {WARMDOWN_FRACTION}; "
+        "a resumed run keeps its own)",
+        metavar="FRACTION",
+    )
+    grad_accum: int = option(1, "batches per optimizer step (default 1)")
+    eval_blocks: int = option(256, "validation blocks per evaluation (default 256)")
+    sample_tokens: int = option(48, "tokens of the sample shown at each evaluation (default 48)")
+    dtype: str | None = option(
+        None, "precision (default: bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)", choices=["fp32", "bf16", "fp16"]
+    )
+    time_budget: Duration | None = option(
+        None,
+        "train for this long (90s, 30m, 2h): the rate warms up, holds and decays on the clock; "
+        "evaluation and saving are not counted",
+        aliases=["--time"],
+        metavar="DURATION",
+    )
+    arch: str | None = option(None, "model family at the preset's shape (default: the preset's)", choices=list(ARCHES))
+    optimizer: str = option("adamw", "adamw, or muon: Muon for hidden matrices + AdamW for the rest", choices=list(OPTIMIZERS))
+    word_level: bool = option(False, "the text is word-level (like WikiText's .tokens): also report word perplexity")
 
     def check(self) -> "TrainConfig":
         """Raise UsageError for values out of range (before anything is loaded or written)."""
@@ -82,8 +108,9 @@ class TrainConfig:
         positive(self.lr, "--lr", float)
         positive(self.eval_every, "--eval-every")
         positive(self.save_every, "--save-every")
-        positive(self.grad_accum, "grad_accum")
-        positive(self.eval_blocks, "eval_blocks")
+        positive(self.grad_accum, "--grad-accum")
+        positive(self.eval_blocks, "--eval-blocks")
+        positive(self.sample_tokens, "--sample-tokens")
         positive(self.time_budget, "--time", float)
         if self.time_budget is not None and not math.isfinite(self.time_budget):
             raise UsageError("--time must be a finite duration")
@@ -99,8 +126,12 @@ class TrainConfig:
             raise UsageError(f"--block-size must be at most {MAX_BLOCK} (got {self.block_size})")
         if self.lr is not None and self.lr > 1:
             raise UsageError(f"--lr {self.lr} is far too large: use something like 1e-3")
+        if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay < 1):
+            raise UsageError(f"--weight-decay must be >= 0 and < 1 (got {self.weight_decay})")
+        if self.warmdown is not None and not (isinstance(self.warmdown, (int, float)) and 0 <= self.warmdown <= 1):
+            raise UsageError(f"--warmdown must be a fraction of the budget from 0 to 1 (got {self.warmdown})")
         if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise UsageError("warmup steps must be >= 0")
+            raise UsageError(f"--warmup-steps must be >= 0 (got {self.warmup_steps})")
         if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
             raise UsageError("--seed must be a whole number >= 0")
         if self.preset not in PRESETS:
@@ -272,6 +303,7 @@ class TrainingJob:
                     # a new --time replaces the old plan's step count; --max-steps sets one
                     max_steps=cfg.max_steps or (None if cfg.time_budget else previous.get("planned_steps")),
                     optimizer=self._resumed_optimizer(cfg, previous),
+                    warmdown=cfg.warmdown if cfg.warmdown is not None else previous.get("warmdown"),
                     word_level=cfg.word_level or bool(previous.get("word_level")),
                 )
                 cfg = self._resumed_budget(cfg, previous, steps_given)
@@ -413,6 +445,7 @@ class TrainingJob:
             callbacks=[callback],
             clock=clock,
             time_budget_s=budget,
+            warmdown=cfg.warmdown,
             optimizer_name=cfg.optimizer,
             device=device,
         )

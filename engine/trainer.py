@@ -17,7 +17,7 @@ from __future__ import annotations
 from transformers import Trainer
 
 from .loss import causal_lm_loss, final_hidden_states, supports_hidden_state_loss
-from .schedule import TrainClock, budget_lr_factor
+from .schedule import WARMDOWN_FRACTION, TrainClock, budget_lr_factor
 
 
 class MiniTrainer(Trainer):
@@ -26,6 +26,7 @@ class MiniTrainer(Trainer):
         *args,
         clock: TrainClock | None = None,
         time_budget_s: float | None = None,
+        warmdown: float | None = None,
         optimizer_name: str = "adamw",
         device: str = "cpu",
         **kwargs,
@@ -33,6 +34,7 @@ class MiniTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.clock = clock or TrainClock()
         self.time_budget_s = time_budget_s
+        self.warmdown = WARMDOWN_FRACTION if warmdown is None else warmdown
         self.optimizer_name = optimizer_name
         self.train_device = device
         self.hidden_state_loss = supports_hidden_state_loss(self.model)
@@ -71,10 +73,10 @@ class MiniTrainer(Trainer):
         if self.lr_scheduler is None and self.time_budget_s:
             from torch.optim.lr_scheduler import LambdaLR
 
-            clock, budget = self.clock, self.time_budget_s
+            clock, budget, warmdown = self.clock, self.time_budget_s, self.warmdown
             # a plain function: LambdaLR would save (and on resume restore) a callable object's fields
             def factor(_step: int) -> float:
-                return budget_lr_factor(clock.marked_s, budget)
+                return budget_lr_factor(clock.marked_s, budget, warmdown_fraction=warmdown)
 
             self.lr_scheduler = LambdaLR(optimizer or self.optimizer, factor)
             self._created_lr_scheduler = True

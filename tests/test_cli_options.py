@@ -111,3 +111,38 @@ def test_eval_split_and_dataset(tiny_checkpoint, small_files, capsys):
     assert main(["eval", "--checkpoint", tiny_checkpoint, "--dataset", str(small_files["raw"]), "--split", "test"]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("minigpt-tui: note:")]
     assert errors == [f"minigpt-tui: dataset {small_files['raw']} has no test split"]
+
+
+def test_train_flags_are_the_config_fields():
+    """Every TrainConfig field is a `train` flag (HfArgumentParser over the dataclass), spelled
+    with dashes, and no flag means the dataclass default."""
+    from dataclasses import fields
+
+    from engine.cli import train_config
+    from engine.train import TrainConfig
+
+    argv = ("--dataset d --dataset-config c --tokenizer bpe:512 --preset tiny --init m --block-size 64 --batch-size 4 "
+            "--epochs 2.5 --max-steps 9 --lr 3e-3 --eval-every 5 --save-every 6 --name n --resume r --device cpu --seed 7 "
+            "--warmup-steps 3 --weight-decay 0 --warmdown 0.6 --grad-accum 2 --eval-blocks 8 --sample-tokens 5 --dtype fp32 "
+            "--time 1h30m --arch llama --optimizer muon --word-level").split()
+    config = train_config(argv)
+    assert config == TrainConfig(
+        dataset="d", dataset_config="c", tokenizer="bpe:512", preset="tiny", init="m", block_size=64, batch_size=4,
+        epochs=2.5, max_steps=9, lr=3e-3, eval_every=5, save_every=6, name="n", resume="r", device="cpu", seed=7,
+        warmup_steps=3, weight_decay=0.0, warmdown=0.6, grad_accum=2, eval_blocks=8, sample_tokens=5, dtype="fp32",
+        time_budget=5400.0, arch="llama", optimizer="muon", word_level=True,
+    )
+    assert [f.name for f in fields(TrainConfig) if getattr(config, f.name) == f.default] == []  # each flag reached its field
+    assert train_config([]) == TrainConfig()
+
+
+def test_train_help_lists_the_config_flags(capsys):
+    from engine.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: minigpt-tui train")
+    for flag in ("--time", "--warmdown", "--weight-decay", "--word-level", "--preset {tiny,seed,small,gpt2}"):
+        assert flag in out, flag

@@ -58,3 +58,26 @@ def test_no_gradient_work_without_grad_mode(monkeypatch):
     assert calls == []  # no gradient buffer was made
     expected = torch.nn.functional.cross_entropy(hidden.detach() @ weight.detach().T, targets)
     assert torch.allclose(value, expected, atol=1e-5)
+
+
+def test_low_precision_hidden_states_against_a_full_precision_head():
+    """bf16 hidden states (autocast) with an fp32 head: loss and gradients in fp32, close to the
+    fp32 computation, over several slices."""
+    torch.manual_seed(2)
+    hidden = torch.randn(30, 16)
+    weight = torch.randn(60, 16, requires_grad=True)
+    targets = torch.randint(0, 60, (30,))
+    targets[:4] = -100
+    expected = torch.nn.functional.cross_entropy(hidden @ weight.T, targets)
+    expected.backward()
+    expected_grad = weight.grad.clone()
+    weight.grad = None
+
+    low = hidden.to(torch.bfloat16).requires_grad_()
+    from engine.loss import linear_cross_entropy
+
+    value = linear_cross_entropy(low, weight, targets, rows=8)
+    value.backward()
+    assert value.dtype == torch.float32 and weight.grad.dtype == torch.float32 and low.grad.dtype == torch.bfloat16
+    assert value.item() == pytest.approx(expected.item(), rel=2e-2)
+    assert torch.allclose(weight.grad, expected_grad, atol=2e-2, rtol=5e-2)

@@ -76,9 +76,9 @@ def test_resume_continues_the_budget_that_remains_or_takes_a_new_one():
 
 
 def test_cli_time_flag(capsys):
-    from engine.cli import build_parser, main
+    from engine.cli import main, train_config
 
-    assert build_parser().parse_args(["train", "--time", "1h30m"]).time == 5400
+    assert train_config(["--time", "1h30m"]).time_budget == 5400
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--time", "30"])
     assert exit_.value.code == 2

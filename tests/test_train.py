@@ -113,6 +113,9 @@ def test_trained_bpe_tokenizer_is_saved_with_the_checkpoint(fresh_dirs):
         ({"arch": "rnn"}, "unknown architecture"),
         ({"optimizer": "sgd"}, "unknown optimizer"),
         ({"arch": "llama", "init": "gpt2"}, "--arch"),
+        ({"warmdown": 1.5}, "--warmdown"),
+        ({"weight_decay": -0.1}, "--weight-decay"),
+        ({"sample_tokens": 0}, "--sample-tokens"),
     ],
 )
 def test_bad_config_is_a_usage_error(kwargs, needle):
@@ -184,7 +187,8 @@ def test_same_seed_same_first_20_losses(fresh_dirs):
 def test_time_budget_ends_on_time_with_the_rate_decayed(fresh_dirs):
     log = ev.EventLog()
     budget = 20.0
-    result = TrainingJob(tiny(time_budget=budget, tokenizer="bpe:512", name="timed"), log).run()
+    # a warmdown other than the default: the flag reaches the schedule
+    result = TrainingJob(tiny(time_budget=budget, warmdown=0.6, tokenizer="bpe:512", name="timed"), log).run()
     assert isinstance(result, ev.TrainFinished), result
     started = log.of(ev.TrainStarted)[0]
     assert started.time_budget_s == budget
@@ -202,7 +206,7 @@ def test_time_budget_ends_on_time_with_the_rate_decayed(fresh_dirs):
     from engine.schedule import budget_lr_factor
 
     for before, step in zip(steps, steps[1:]):
-        assert step.lr == pytest.approx(peak * budget_lr_factor(before.train_s, budget), rel=1e-6, abs=1e-12)
+        assert step.lr == pytest.approx(peak * budget_lr_factor(before.train_s, budget, warmdown_fraction=0.6), rel=1e-6, abs=1e-12)
     # the ETA is the budget that remains, and it reaches 0 at the end
     assert steps[-1].eta_s <= max(2.0, 1.5 * per_step) and steps[0].eta_s == pytest.approx(budget - steps[0].train_s, abs=0.01)
     assert steps[-1].total_steps == steps[-1].step
@@ -255,7 +259,7 @@ def test_resume_continues_what_remains_of_the_budget(fresh_dirs):
 
     log = ev.EventLog()
     budget = 16.0
-    job = TrainingJob(tiny(time_budget=budget, eval_every=1000, tokenizer="bpe:512", name="halfway"), log)
+    job = TrainingJob(tiny(time_budget=budget, warmdown=0.9, eval_every=1000, tokenizer="bpe:512", name="halfway"), log)
     job.start()
     deadline = time.time() + 120
     while not any((s.train_s or 0) >= 4 for s in log.of(ev.TrainStep)) and time.time() < deadline:
@@ -273,8 +277,13 @@ def test_resume_continues_what_remains_of_the_budget(fresh_dirs):
     assert log2.of(ev.TrainStarted)[0].time_budget_s == pytest.approx(budget - used)
     steps = log2.of(ev.TrainStep)
     assert steps[0].step == stopped.step + 1
-    # the schedule goes on from where the clock stopped (no second warmup)
-    assert steps[0].lr == pytest.approx(3e-3 * budget_lr_factor(used, budget), rel=1e-6)
+    # the schedule goes on from where the clock stopped (no second warmup), with the run's own warmdown
+    # (``used`` is kept to 10 ms in the checkpoint, and the new clock runs a few ms before the first step)
+    def rate(at):
+        return 3e-3 * budget_lr_factor(at, budget, warmdown_fraction=0.9)
+
+    assert rate(used + 0.5) <= steps[0].lr <= rate(used - 0.01)
+    assert rate(used) < 0.95 * 3e-3  # (the default warmdown would still be at the peak)
     meta = CheckpointStore().get("halfway").meta
     assert meta["complete"] and abs(meta["budget_used_s"] - budget) < 3
 

@@ -100,6 +100,8 @@ async def test_tiny_run_from_the_app(fresh_dirs):
         await wait_until(pilot, lambda: "from-app" in [i.name for i in picker.infos], 10, "the new checkpoint listed")
         await wait_until(pilot, lambda: app.model_status == "ready", 120, "the new model to load")
         assert app.active_name == "from-app"
+        # one save (at step 6) reloaded the list once: the run's end did not reload it again
+        assert app.store_revision == 1
 
 
 async def test_progress_messages_coalesce():

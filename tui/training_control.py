@@ -116,7 +116,7 @@ class TrainingControl:
         self.run_revision += 1
 
     def _after_run(self, name: str) -> None:
-        self.post_message(CheckpointsChanged())
+        # (the save before it posted CheckpointsChanged: every saved run ends with a CheckpointSaved)
         if self.chat_model is None and self.model_status in ("none", "failed", "starting"):
             self.activate_checkpoint(name)
             self.notify(f"Chat now uses '{name}' (F1)")
