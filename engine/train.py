@@ -52,35 +52,36 @@ class TrainConfig:
     """What a training run is asked to do: the one place for its flags, their defaults and
     (``check``) their validation.  The CLI, the app's form and the benchmark all build one."""
 
-    dataset: str | None = option(None, "hub id (default wikitext), a file or folder, or 'builtin'")
-    dataset_config: str | None = option(None, "hub dataset config (default wikitext-2-raw-v1 for wikitext)")
+    dataset: str | None = option(None, "hub id (default wikitext), a file or folder, or 'builtin'", metavar="SPEC")
+    dataset_config: str | None = option(None, "hub dataset config (default wikitext-2-raw-v1 for wikitext)", metavar="NAME")
     tokenizer: str | None = option(
-        None, f"gpt2 | bpe:N | PATH (default: {DEFAULT_TOKENIZER} trained on the data; with --init, that model's own)"
+        None, f"gpt2 | bpe:N | PATH (default: {DEFAULT_TOKENIZER} trained on the data; with --init, that model's own)",
+        metavar="SPEC",
     )
     preset: str = option("seed", "model size (default seed)", choices=list(PRESETS))
     init: str | None = option(None, "start from a pretrained causal LM (hub id or folder): fine-tuning", metavar="MODEL")
-    block_size: int | None = option(None, "tokens per training row (default: the preset's)")
-    batch_size: int | None = option(None, "rows per optimizer step (default: the preset's)")
-    epochs: float | None = option(None, "passes over the training text (default 1, unless --time or --max-steps)")
-    max_steps: int | None = option(None, "stop after this many optimizer steps")
-    lr: float | None = option(None, "peak learning rate (default: the preset's)")
-    eval_every: int | None = option(None, "evaluate every N steps (default: 5 times per --time budget)")
-    save_every: int | None = option(None, "save every N steps (default: at each evaluation)")
+    block_size: int | None = option(None, "tokens per training row (default: the preset's)", metavar="N")
+    batch_size: int | None = option(None, "rows per optimizer step (default: the preset's)", metavar="N")
+    epochs: float | None = option(None, "passes over the training text (default 1, unless --time or --max-steps)", metavar="N")
+    max_steps: int | None = option(None, "stop after this many optimizer steps", metavar="N")
+    lr: float | None = option(None, "peak learning rate (default: the preset's)", metavar="X")
+    eval_every: int | None = option(None, "evaluate every N steps (default: 5 times per --time budget)", metavar="N")
+    save_every: int | None = option(None, "save every N steps (default: at each evaluation)", metavar="N")
     name: str | None = option(None, "checkpoint name (default: preset, data and date)")
     resume: str | None = option(None, "continue a saved run with its optimizer state", metavar="NAME")
     device: str = option("auto", "where to train (default auto: CUDA when there is one)", choices=["auto", "cpu", "cuda"])
-    seed: int = option(1337, "seeds the initial weights and the data order (default 1337)")
-    warmup_steps: int | None = option(None, "without --time: steps of linear warmup (default 5%% of the steps, at most 200)")
-    weight_decay: float = option(0.1, "AdamW's decoupled weight decay of matrices and embeddings (default 0.1)")
+    seed: int = option(1337, "seeds the initial weights and the data order (default 1337)", metavar="N")
+    warmup_steps: int | None = option(None, "without --time: steps of linear warmup (default 5%% of the steps, at most 200)", metavar="N")
+    weight_decay: float = option(0.1, "AdamW's decoupled weight decay of matrices and embeddings (default 0.1)", metavar="X")
     warmdown: float | None = option(
         None,
         f"with --time: the rate decays to 0 over this last fraction of the budget (default {WARMDOWN_FRACTION}; "
         "a resumed run keeps its own)",
         metavar="FRACTION",
     )
-    grad_accum: int = option(1, "batches per optimizer step (default 1)")
-    eval_blocks: int = option(256, "validation blocks per evaluation (default 256)")
-    sample_tokens: int = option(48, "tokens of the sample shown at each evaluation (default 48)")
+    grad_accum: int = option(1, "batches per optimizer step (default 1)", metavar="N")
+    eval_blocks: int = option(256, "validation blocks per evaluation (default 256)", metavar="N")
+    sample_tokens: int = option(48, "tokens of the sample shown at each evaluation (default 48)", metavar="N")
     dtype: str | None = option(
         None, "precision (default: bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)", choices=["fp32", "bf16", "fp16"]
     )
