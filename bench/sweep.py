@@ -8,8 +8,9 @@ budgets).  Then ``python -m tui eval`` scores the checkpoint on the **whole vali
 bits per byte (comparable across tokenizers) and, on word-level data, word perplexity.
 
 The default grid varies one thing at a time around the base (the product's defaults): learning
-rate, batch, tokenizer size, schedule, weight decay, shape, optimizer, architecture.  ``--config "FLAGS"`` (repeatable)
-runs your own list instead, e.g. the winners together, or the winners at ``--time 30m``.
+rate, batch, tokenizer size, schedule, weight decay, shape, optimizer, architecture.
+``--config "FLAGS"`` (repeatable) runs your own list instead, e.g. the winners together, or the
+winners at ``--time 30m``.
 """
 
 from __future__ import annotations
