@@ -277,12 +277,15 @@ def test_resume_continues_what_remains_of_the_budget(fresh_dirs):
     assert log2.of(ev.TrainStarted)[0].time_budget_s == pytest.approx(budget - used)
     steps = log2.of(ev.TrainStep)
     assert steps[0].step == stopped.step + 1
-    # the schedule goes on from where the clock stopped (no second warmup), with the run's own warmdown
-    # (``used`` is kept to 10 ms in the checkpoint, and the new clock runs a few ms before the first step)
+    # the schedule goes on from where the clock stopped (no second warmup), with the run's own
+    # warmdown: the rate set after the last step before the stop, at that step's training time
+    # (unrounded; the checkpoint keeps ``used`` to 10 ms)
     def rate(at):
         return 3e-3 * budget_lr_factor(at, budget, warmdown_fraction=0.9)
 
-    assert rate(used + 0.5) <= steps[0].lr <= rate(used - 0.01)
+    stopped_at = log.of(ev.TrainStep)[-1]
+    assert stopped_at.step == stopped.step and stopped_at.train_s == pytest.approx(used, abs=0.005)
+    assert steps[0].lr == pytest.approx(rate(stopped_at.train_s), rel=1e-6)
     assert rate(used) < 0.95 * 3e-3  # (the default warmdown would still be at the peak)
     meta = CheckpointStore().get("halfway").meta
     assert meta["complete"] and abs(meta["budget_used_s"] - budget) < 3
