@@ -10,8 +10,10 @@
 * first_token_ms: pressing Enter in the chat (model already loaded) to the first piece of the
   reply being put on screen, driven with Textual's Pilot in this process.  Median of ``runs``.
 * onscreen_tokens_per_s / headless_tokens_per_s / onscreen_ratio: a 90-token reply as the app
-  shows it (first piece on screen to the whole reply on screen) against the same reply decoded
-  without a UI, alternating, on the same model object (the UI must not starve the decode).
+  shows it (first piece on screen to the whole reply on screen; the app decodes it in its child
+  process once that is ready, as it does for a user) against the same reply decoded without a
+  UI (``ChatModel.stream`` on a thread, the same weights, as the CLI decodes), alternating (the
+  UI must not starve the decode).
 
 Uses the current environment's checkpoint store (XDG variables relocate it).
 """
@@ -154,13 +156,21 @@ ONSCREEN_TOKENS = 90
 
 async def _onscreen_rate(app, pilot, chat, shown_at: list, finished_at: list, runs: int) -> dict:
     """Tokens/s of a reply as the screen shows it (first piece painted to the whole reply
-    painted) against the same reply decoded headless (no UI), alternating, same model object,
-    same prompt ids and seed (so the same tokens)."""
+    painted) against the same reply decoded headless (no UI), alternating, same weights, same
+    prompt ids and seed (so the same tokens)."""
     from engine.events import GenerationFinished
+    from engine.generate import ChatModel
     from engine.settings import Sampling
+    from tui.active_model import decode_process_wanted
 
     model = app.chat_model
     await asyncio.to_thread(model.warm_up)  # idempotent: the app already started it after the load
+    deadline = time.monotonic() + 120
+    while decode_process_wanted() and not model.in_child_process and not model.process_note and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)  # the app's decode process loads the model after the warm-up
+    # headless: the same model decoding on a thread of a process with no UI, as the CLI does
+    plain = ChatModel(model=model.model, tokenizer=model.tokenizer, name=model.name, device=model.device, dtype=model.dtype)
+    plain.warm_up()
     app.settings = app.settings.__class__(
         active_checkpoint=app.settings.active_checkpoint,
         sampling=Sampling(temperature=0.8, top_k=50, top_p=1.0, repetition_penalty=1.0, max_new_tokens=ONSCREEN_TOKENS, seed=0),
@@ -169,7 +179,7 @@ async def _onscreen_rate(app, pilot, chat, shown_at: list, finished_at: list, ru
     headless, onscreen, same, ui_cpu = [], [], True, []
     for i in range(runs + 1):  # the first round warms up
         def decode():
-            return [e for e in model.stream(ids, app.settings.sampling) if isinstance(e, GenerationFinished)][-1]
+            return [e for e in plain.stream(ids, app.settings.sampling) if isinstance(e, GenerationFinished)][-1]
 
         done = await asyncio.to_thread(decode)
         await pilot.press("ctrl+n")
@@ -199,6 +209,8 @@ async def _onscreen_rate(app, pilot, chat, shown_at: list, finished_at: list, ru
         "headless_tokens_per_s": head,
         "onscreen_ratio": on / head if on and head else None,
         "onscreen_decode_path": model.decode_path,
+        "onscreen_decode_process": model.in_child_process,
+        "onscreen_decode_process_note": model.process_note,
         "onscreen_same_text": same,
         "onscreen_new_tokens": done.new_tokens,
         "onscreen_ui_thread_cpu_ms": round(statistics.median(ui_cpu) * 1000, 1),

@@ -119,3 +119,33 @@ def measure_gpu_decode(quick: bool) -> dict:
         "ttft_ms_32": (_median([r["ttft_s"] for r in rows]) or 0) * 1000,
         "setup": f"gpt2 preset, fresh weights, {dtype} autocast, {PROMPT_TOKENS}-token prompt, 256 new tokens, top-k {TOP_K}",
     }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """``python -m bench.decode CHECKPOINT [--data DIR] [--reps N]``: this section alone on a
+    checkpoint of the current store (the prompt: the first 32 tokens of the validation text),
+    then the app's on-screen rate on the same checkpoint (bench/app_latency.py)."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from engine.generate import ChatModel
+
+    from .app_latency import measure_app
+    from .run import machine
+
+    p = argparse.ArgumentParser(prog="python -m bench.decode")
+    p.add_argument("checkpoint")
+    p.add_argument("--data", default="../shared/data/wikitext-2")
+    p.add_argument("--reps", type=int, default=5)
+    a = p.parse_args(argv)
+    chat = ChatModel.from_checkpoint(a.checkpoint, device="cpu")
+    valid = next(Path(a.data).glob("*valid*"))
+    prompt = chat.encode(valid.read_text(encoding="utf-8")[:4000])[:PROMPT_TOKENS]
+    report = {"machine": machine(), "decode": measure_decode(a.checkpoint, prompt, reps=a.reps), "app": measure_app(a.checkpoint)}
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,9 +1,11 @@
 """Token-by-token generation with a KV cache.
 
 A hand-written decode loop (one forward per token over the cache, ``logits_to_keep=1`` on the
-prompt) with transformers' own logits processors for repetition penalty, temperature, top-k
-and top-p.  It yields typed events; ``GenerationJob`` runs it on a worker thread.  Cancelling
-(``stop`` event) takes effect before the next token.  The prompt is never echoed.
+prompt) with the semantics of transformers' logits processors for repetition penalty,
+temperature, top-k and top-p (tests/test_generate.py checks them against the processors).  It
+yields typed events; ``GenerationJob`` runs it on a worker thread.  Cancelling (``stop``
+event) takes effect before the next token.  The prompt is never echoed.  ``start_process``
+moves the decoding to a child process (engine/decode_process.py), as the app does.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class ChatModel:
         self._fast_ready = False  # warm_up passed its check
         self._fast_problem: str | None = None  # why there is no fast path (None: not known yet / none)
         self._fast_lock = threading.Lock()  # one reply (or warm-up) at a time on the decoder's cache
+        self._process = None  # a DecodeProcess decoding replies apart from this one (start_process)
+        self.process_note = ""  # why replies do not decode in a child process, when one was asked for
 
     @classmethod
     def from_checkpoint(cls, name: str, store=None, device: str = "auto") -> "ChatModel":
@@ -120,7 +124,13 @@ class ChatModel:
         it and its top-10 alternatives (from the logits the step computed anyway: a softmax and
         a top-10 over the vocabulary, no extra forward pass)."""
         try:
-            yield from self._stream(prompt, (sampling or Sampling()).validated(), stop or threading.Event(), details)
+            sampling, stop = (sampling or Sampling()).validated(), stop or threading.Event()
+            process = self._process
+            if process is not None and process.ready:
+                ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
+                yield from process.stream(ids, sampling, stop, details)
+            else:
+                yield from self._stream(prompt, sampling, stop, details)
         except Exception as exc:  # a model that fails mid-reply must not take the app down
             yield GenerationFailed(error=f"{type(exc).__name__}: {exc}".splitlines()[0])
 
@@ -132,10 +142,44 @@ class ChatModel:
                 raise CheckpointError(event.error)
         return ""
 
+    # --- a decode process ---
+    def start_process(self, source: tuple[str, str]) -> bool:
+        """Decode replies from now on in a child process that loads ``source`` (``("checkpoint",
+        name)`` or ``("folder", path)``, what this model was loaded from): the UI's work then
+        never stalls a reply (engine/decode_process.py).  Blocks until the child is ready (call
+        it from a worker); replies meanwhile, and for good if it fails, decode here.  CPU only.
+        True when the process took over; ``process_note`` says why not otherwise."""
+        from .decode_process import DecodeProcess
+
+        if self.device != "cpu":
+            self.process_note = "not on " + self.device
+            return False
+        process = DecodeProcess(source, decode=self.decode)
+        if process.start():
+            self.close_process()
+            self._process = process
+            self.process_note = ""
+            return True
+        self.process_note = process.problem or "failed"
+        return False
+
+    def close_process(self) -> None:
+        """Back to decoding in this process (ends the child)."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.close()
+
+    @property
+    def in_child_process(self) -> bool:
+        """Whether replies decode in a child process now."""
+        return self._process is not None and self._process.ready
+
     # --- which decode path ---
     @property
     def decode_path(self) -> str:
         """The path the next reply takes: "fast" or "reference"."""
+        if self.in_child_process:
+            return "fast" if self._process.note == "fast" else "reference"
         if self.decode == "reference" or self._fast_unavailable() is not None:
             return "reference"
         if self.decode == "fast" or self._fast_ready:
@@ -145,6 +189,8 @@ class ChatModel:
     @property
     def decode_note(self) -> str:
         """A few words on the path, for a status line: "fast", "reference (why)"."""
+        if self.in_child_process:
+            return self._process.note
         path = self.decode_path
         if path == "fast":
             return "fast"
@@ -245,7 +291,6 @@ class ChatModel:
 
     def _stream(self, prompt, sampling: Sampling, stop: threading.Event, details: bool = False) -> Iterator[GenerationEvent]:
         import torch
-        from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
         from .model import autocast
 
@@ -263,9 +308,8 @@ class ChatModel:
         ids = ids[truncated:]
         yield GenerationStarted(prompt_tokens=len(ids), truncated_tokens=truncated, max_new_tokens=max_new)
 
-        processors = LogitsProcessorList()
-        if sampling.repetition_penalty != 1.0:
-            processors.append(RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty))
+        penalty = float(sampling.repetition_penalty)
+        penalized = penalty != 1.0
         greedy = sampling.temperature == 0
         # temperature, top-k and top-p: _sample (the warpers' semantics on the k best logits only)
         gen = torch.Generator(device=self.device)
@@ -275,7 +319,7 @@ class ChatModel:
         # The context in the window (prompt + reply so far): at most ctx tokens, and a full window
         # slides to its last half.  The repetition penalty reads it from one preallocated buffer.
         window = list(ids)
-        if processors:
+        if penalized:
             buf = torch.empty((1, ctx), dtype=torch.long, device=self.device)
             buf[0, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         detok = _Detokenizer(tok, ids[-_DETOK_CONTEXT:])
@@ -294,8 +338,8 @@ class ChatModel:
                     last = runner.prefill(torch.tensor([window], dtype=torch.long, device=self.device))
                 while new_tokens < max_new:
                     scores = last.float()
-                    if processors:
-                        scores = processors(buf[:, : len(window)], scores)
+                    if penalized:
+                        scores = _penalize(scores.clone(), buf[:, : len(window)], penalty)
                     next_id = scores.argmax(dim=-1, keepdim=True) if greedy else _sample(scores, sampling, gen)
                     token = int(next_id)
                     if eos is not None and token == eos:
@@ -304,7 +348,7 @@ class ChatModel:
                     if details:
                         choices.append(_choice(last, token))
                     new_tokens += 1
-                    if processors:
+                    if penalized:
                         buf[0, len(window)] = token
                     window.append(token)
                     piece = detok.push(token)
@@ -326,7 +370,7 @@ class ChatModel:
                         # positions cannot be shifted inside the cache).
                         window = window[-(ctx // 2) :]
                         context = torch.tensor([window], dtype=torch.long, device=self.device)
-                        if processors:
+                        if penalized:
                             buf[:, : len(window)] = context
                         last = runner.prefill(context)
                     else:
@@ -419,12 +463,36 @@ def _choice(logits, token: int) -> TokenChoice:
     )
 
 
-def _sample(scores, sampling: Sampling, gen):
-    """One token id per row, as transformers' Temperature -> TopK -> TopP warpers + multinomial.
+def _penalize(scores, ids, penalty: float):
+    """transformers' ``RepetitionPenaltyLogitsProcessor`` in place on ``scores`` ([1, vocab]):
+    each logit of a token in ``ids`` ([1, n]) divided by ``penalty`` where positive, multiplied
+    where negative.  The processor's general version (prompt masks, padding for ids outside the
+    vocabulary, a new tensor) cost 160 us a token; this is three small ops."""
+    import torch
 
-    Works on the k best logits only: a top-k over a 50,257-token vocabulary and a softmax over
-    k values take ~0.2 ms, where masking, normalising and sampling the whole vocabulary take
-    several ms per token (most of a small model's decode step; see bench/).
+    seen = scores.gather(1, ids)
+    return scores.scatter_(1, ids, torch.where(seen < 0, seen * penalty, seen / penalty))
+
+
+def _sample(scores, sampling: Sampling, gen):
+    """One token id ([1, 1]) drawn from ``_distribution``, as multinomial sampling does."""
+    import torch
+
+    probs, idx = _distribution(scores, sampling)
+    choice = torch.multinomial(probs, 1, generator=gen)
+    return choice if idx is None else idx.gather(-1, choice)
+
+
+def _distribution(scores, sampling: Sampling):
+    """What transformers' Temperature -> TopK -> TopP warpers leave of ``scores`` ([1, vocab]):
+    ``(probs, idx)``, the (unnormalised) probabilities of the tokens ``idx`` ([1, n], most likely
+    first), or ``idx`` None when every token stays.
+
+    Works on the k best logits only: a top-k over the vocabulary and a softmax over k values,
+    where masking, normalising and sampling the whole vocabulary take several ms per token.
+    Top-p keeps the most likely tokens until the ones left out hold at most 1 - top_p of the
+    probability (the warper's rule, summed from the least likely up as it does; at least one
+    token stays).
     """
     import torch
 
@@ -434,16 +502,15 @@ def _sample(scores, sampling: Sampling, gen):
     elif sampling.top_p < 1.0:
         vals, idx = scores.sort(dim=-1, descending=True)
     else:
-        return torch.multinomial(torch.softmax(scores / sampling.temperature, dim=-1), 1, generator=gen)
-    vals = vals / sampling.temperature
+        return torch.softmax(scores / sampling.temperature, dim=-1), None
+    probs = torch.softmax(vals.div_(sampling.temperature), dim=-1)
     if sampling.top_p < 1.0:
-        # TopP: drop the least likely tokens whose cumulative probability is <= 1 - top_p, keep >= 1
-        ascending = vals.flip(-1)
-        remove = ascending.softmax(dim=-1).cumsum(dim=-1) <= (1 - sampling.top_p)
-        remove[..., -1] = False
-        vals = vals.masked_fill(remove.flip(-1), float("-inf"))
-    choice = torch.multinomial(torch.softmax(vals, dim=-1), 1, generator=gen)
-    return idx.gather(-1, choice)
+        # the probability of each token and all less likely ones, summed from the least likely up
+        tail = probs.flip(-1).cumsum_(-1).flip(-1)[0].tolist()
+        left_out = 1 - sampling.top_p
+        kept = sum(1 for t in tail if t > left_out) or 1  # tail falls with rank: a prefix stays
+        probs, idx = probs[:, :kept], idx[:, :kept]
+    return probs, idx
 
 
 def _accepts(model, arg: str) -> bool:

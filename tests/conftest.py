@@ -34,6 +34,9 @@ def isolated_dirs(tmp_path_factory):
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        # The app decodes replies in a child process by default; its own tests turn it on
+        # (tests/test_decode_process.py), the others decode on a thread as the CLI does.
+        "MINIGPT_DECODE_PROCESS": "0",
     }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

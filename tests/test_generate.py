@@ -126,6 +126,50 @@ def test_empty_prompt_still_generates(chat):
     assert isinstance(run(chat, "", Sampling(max_new_tokens=4, seed=0))[-1], GenerationFinished)
 
 
+@pytest.mark.parametrize(
+    "temperature, top_k, top_p",
+    [(1.0, 0, 1.0), (0.8, 50, 0.95), (1.3, 20, 1.0), (0.7, 0, 0.9), (1.0, 5, 0.5), (0.5, 100, 0.3), (2.0, 1, 0.9), (1.0, 70_000, 0.8)],
+)
+def test_sampling_distribution_is_the_transformers_warpers(temperature, top_k, top_p):
+    """What the decode loop samples from: the probabilities transformers' Temperature -> TopK
+    -> TopP warpers leave, token for token."""
+    import torch
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    from engine.generate import _distribution
+
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
+    if top_k:
+        warpers.append(TopKLogitsWarper(top_k))
+    if top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p))
+    s = Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        scores = torch.randn(1, 5_000, generator=gen) * 3
+        want = torch.softmax(warpers(torch.zeros(1, 1, dtype=torch.long), scores.clone()), dim=-1)
+        probs, idx = _distribution(scores.clone(), s)
+        got = torch.zeros_like(want)
+        got.scatter_(1, idx, probs) if idx is not None else got.copy_(probs)
+        got /= got.sum()
+        assert torch.equal(got > 0, want > 0)  # the same tokens kept
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_repetition_penalty_is_the_transformers_processor():
+    import torch
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    from engine.generate import _penalize
+
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(1, 1_000, generator=gen)
+    ids = torch.randint(0, 1_000, (1, 300), generator=gen)  # repeats included
+    for penalty in (1.1, 0.7, 2.0):
+        want = RepetitionPenaltyLogitsProcessor(penalty)(ids, scores.clone())
+        assert torch.equal(_penalize(scores.clone(), ids, penalty), want)
+
+
 # --- the fast decode path (engine/fast_decode.py) against the reference and model.generate ---
 
 
@@ -241,14 +285,16 @@ def test_auto_takes_the_fast_path_after_warm_up(fast_model):
     assert _chat_on(fast_model, "reference").warm_up() == "reference (chosen)"
 
 
-def test_fast_path_sees_weight_updates(fast_model):
-    """No stale copies: a training step between samples changes the weights in place."""
+@pytest.mark.parametrize("which", ["hidden", "head"])
+def test_fast_path_sees_weight_updates(fast_model, which):
+    """No stale copies: a training step between samples changes the weights in place (the
+    fast path's transposed copy of the LM head included)."""
     import torch
 
     fast, ref = _chat_on(fast_model, "fast"), _chat_on(fast_model, "reference")
     s = Sampling(temperature=0, max_new_tokens=20, repetition_penalty=1.0)
     before = fast.generate_text("The LORD", s)
-    w = _hidden_weight(fast_model.model)
+    w = _hidden_weight(fast_model.model) if which == "hidden" else fast_model.model.get_output_embeddings().weight
     saved = w.detach().clone()
     try:
         with torch.no_grad():

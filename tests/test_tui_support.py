@@ -104,8 +104,13 @@ class FakeChat:
     def __init__(self, pieces: list[str], name: str = "fake", delay: float = 0.0):
         self.pieces, self.name, self.delay = pieces, name, delay
 
+    in_child_process = False  # decodes "here" (ChatModel's decode-process API)
+
     def encode_chat(self, messages):
         return [1, 2, 3]
+
+    def close_process(self) -> None:
+        pass
 
     def stream(self, prompt, sampling=None, stop=None, details=False):
         yield GenerationStarted(prompt_tokens=3, truncated_tokens=0, max_new_tokens=len(self.pieces))

@@ -15,6 +15,13 @@ from .messages import CheckpointsChanged, DecodePathChanged, ModelFailed, ModelR
 from .safe import one_line
 
 
+def decode_process_wanted() -> bool:
+    """Replies decode in a child process unless MINIGPT_DECODE_PROCESS=0 (CPU models only)."""
+    import os
+
+    return os.environ.get("MINIGPT_DECODE_PROCESS", "1") != "0"
+
+
 class ActiveModel:
     """Model loading and the checkpoint store, for ``MiniGPTApp`` (which holds the state:
     ``chat_model``, ``active_name``, ``active_kind``, ``model_status``, ``model_error``)."""
@@ -66,7 +73,7 @@ class ActiveModel:
         """Load another model (the chat stops a reply still streaming when the status turns "loading")."""
         self._load_token += 1
         token = self._load_token
-        self.chat_model = None
+        self._drop_model()
         self.active_name, self.active_kind = name, kind
         self.model_error = ""
         self.model_status = "loading"
@@ -92,6 +99,23 @@ class ActiveModel:
         # the reference path until it is ready, and the status line says which one runs.
         model.warm_up()
         self.post_message(DecodePathChanged(token))
+        # Then a child process loads the same model and takes the replies, so repainting a
+        # streaming reply never stalls its decode (engine/decode_process.py); until it is
+        # ready, or if it cannot start, replies decode on a thread here.
+        if decode_process_wanted() and token == self._load_token:
+            model.start_process((kind, ref))
+            if token != self._load_token:  # another model was chosen meanwhile
+                model.close_process()
+            else:
+                self.post_message(DecodePathChanged(token))
+
+    def _drop_model(self) -> None:
+        """Forget the active model; its decode process (if any) ends off the UI thread."""
+        import threading
+
+        old, self.chat_model = self.chat_model, None
+        if old is not None and old.in_child_process:
+            threading.Thread(target=old.close_process, name="minigpt-close-decoder", daemon=True).start()
 
     def on_decode_path_changed(self, message: DecodePathChanged) -> None:
         if message.token == self._load_token:
@@ -153,7 +177,7 @@ class ActiveModel:
             self.settings = replace(self.settings, active_checkpoint=None)
             self._save_settings()
         if self.active_kind == "checkpoint" and self.active_name == name:
-            self.chat_model = None
+            self._drop_model()
             self.active_name = self.active_kind = None
             self._load_token += 1
             self.model_status = "none"

@@ -285,6 +285,8 @@ class MiniGPTApp(ActiveModel, TrainingControl, App[int]):
         with self._conversations_lock:
             if self._conversations is not None:
                 self._conversations.close()
+        if self.chat_model is not None:
+            self.chat_model.close_process()  # (a child also ends by itself when the app's pipe closes)
 
 
 def _training_screen():

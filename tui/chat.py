@@ -171,7 +171,8 @@ class ChatScreen(Screen):
             text.append("\u25cb no model", style="dim")
         decode_path = getattr(app.chat_model, "decode_path", None) if status == "ready" else None
         if decode_path:  # which decode loop runs replies: "fast" or "reference" (engine/generate.py)
-            text.append(f" \u2502 {decode_path} decode", style="dim")
+            where = " (process)" if app.chat_model.in_child_process else ""
+            text.append(f" \u2502 {decode_path} decode{where}", style="dim")
         if app.run_state.running:
             text.append(" \u2502 training ", style="dim")
             text.append(one_line(app.run_state.name or "", 24), style="dim")
