@@ -78,7 +78,7 @@ class DecodeProcess:
                 env=env,
                 start_new_session=True,  # the terminal's Ctrl+C is the app's to handle
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # (ValueError: no pass_fds on this platform)
             for fd in (down_r, down_w, up_r, up_w):
                 os.close(fd)
             self.problem = f"cannot start: {exc}"
@@ -89,7 +89,10 @@ class DecodeProcess:
                 os.close(up_w)
         self._to_child = Connection(down_w, readable=False)
         from_child = Connection(up_r, writable=False)
-        self._to_child.send((self.source, self.decode))
+        if not self._send((self.source, self.decode)):  # the child died at once
+            from_child.close()
+            self.close()
+            return False
         threading.Thread(target=self._read, args=(from_child,), name="minigpt-decode-reader", daemon=True).start()
         if not self._started.wait(timeout):
             self.problem = "did not start in time"
@@ -113,6 +116,11 @@ class DecodeProcess:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+    @property
+    def busy(self) -> bool:
+        """A reply is decoding (a second one at the same time decodes in the caller's process)."""
+        return self._lock.locked()
 
     @property
     def pid(self) -> int | None:

@@ -126,7 +126,7 @@ class ChatModel:
         try:
             sampling, stop = (sampling or Sampling()).validated(), stop or threading.Event()
             process = self._process
-            if process is not None and process.ready:
+            if process is not None and process.ready and not process.busy:
                 ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
                 yield from process.stream(ids, sampling, stop, details)
             else:
@@ -475,12 +475,21 @@ def _penalize(scores, ids, penalty: float):
 
 
 def _sample(scores, sampling: Sampling, gen):
-    """One token id ([1, 1]) drawn from ``_distribution``, as multinomial sampling does."""
+    """One token id ([1, 1]) drawn from ``_distribution``."""
+    probs, idx = _distribution(scores, sampling)
+    choice = _multinomial(probs, gen)
+    return choice if idx is None else idx.gather(-1, choice)
+
+
+def _multinomial(probs, gen):
+    """``torch.multinomial(probs, 1, generator=gen)`` without its input checks: for one sample
+    it draws q ~ Exp(1) per entry and takes argmax(p / q), as here, after five reductions that
+    check the input (29 us instead of 8.5 for 50 entries).  The same draws from the same
+    generator: the same tokens (tests/test_generate.py).  ``probs`` comes from a softmax."""
     import torch
 
-    probs, idx = _distribution(scores, sampling)
-    choice = torch.multinomial(probs, 1, generator=gen)
-    return choice if idx is None else idx.gather(-1, choice)
+    q = torch.empty_like(probs).exponential_(1, generator=gen)
+    return torch.argmax(probs / q, dim=-1, keepdim=True)
 
 
 def _distribution(scores, sampling: Sampling):

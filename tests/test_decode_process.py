@@ -90,6 +90,18 @@ def test_cancel_yields_nothing_after_the_stop(chat_in_process):
     assert isinstance(list(chat_in_process.stream("And", Sampling(max_new_tokens=4, seed=0)))[-1], GenerationFinished)
 
 
+def test_a_second_reply_at_the_same_time_decodes_here(chat_in_process):
+    s = Sampling(max_new_tokens=40, seed=3)
+    want = _plain(chat_in_process).generate_text("And", s)
+    first = chat_in_process.stream("And", s)
+    next(first), next(first)  # under way in the child
+    assert chat_in_process._process.busy
+    second = list(chat_in_process.stream("And", s))
+    rest = list(first)
+    assert second[-1].text == rest[-1].text == want
+    assert not chat_in_process._process.busy
+
+
 def test_a_child_that_dies_fails_one_reply_then_replies_decode_here(tiny_checkpoint):
     chat = ChatModel.from_checkpoint(tiny_checkpoint, device="cpu")
     assert chat.start_process(("checkpoint", tiny_checkpoint)), chat.process_note

@@ -156,6 +156,21 @@ def test_sampling_distribution_is_the_transformers_warpers(temperature, top_k, t
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
 
 
+def test_sampling_draws_what_torch_multinomial_draws():
+    """The sampler's shortcut takes the same draws from the generator as torch.multinomial."""
+    import torch
+
+    from engine.generate import _multinomial
+
+    source = torch.Generator().manual_seed(0)
+    for size in (1, 2, 50, 5_000):
+        probs = torch.softmax(torch.randn(1, size, generator=source) * 3, dim=-1)
+        ours, theirs = torch.Generator().manual_seed(size), torch.Generator().manual_seed(size)
+        got = [int(_multinomial(probs, ours)) for _ in range(200)]
+        assert got == [int(torch.multinomial(probs, 1, generator=theirs)) for _ in range(200)]
+    assert len(set(got)) > 20  # it does sample
+
+
 def test_repetition_penalty_is_the_transformers_processor():
     import torch
     from transformers import RepetitionPenaltyLogitsProcessor
