@@ -154,15 +154,22 @@ class DecodeProcess:
                 q.put(None)  # wake a waiting reply: the child is gone
 
     # --- replies ---
-    def stream(self, prompt_ids: list[int], sampling, stop: threading.Event, details: bool = False) -> Iterator[GenerationEvent]:
+    def stream(
+        self, prompt_ids: list[int], sampling, stop: threading.Event, details: bool = False
+    ) -> Iterator[GenerationEvent]:
         with self._lock:
             rid = next(self._ids)
             q: queue.Queue = queue.Queue()
             self._replies[rid] = q
+            ended = False
             try:
-                yield from self._stream(rid, q, list(prompt_ids), sampling, stop, details)
+                for event in self._stream(rid, q, list(prompt_ids), sampling, stop, details):
+                    ended = isinstance(event, (GenerationFinished, GenerationFailed))
+                    yield event
             finally:
                 self._replies.pop(rid, None)
+                if not ended:  # the caller stopped reading: the child stops decoding it
+                    self._send(("cancel", rid))
 
     def _stream(self, rid, q, prompt_ids, sampling, stop, details):
         t0 = time.perf_counter()
@@ -181,7 +188,10 @@ class DecodeProcess:
             except queue.Empty:
                 continue
             if event is None:  # the child is gone (a stopped reply still ends as stopped)
-                yield _cancelled(None, pieces, last, t0) if cancel_sent else GenerationFailed(error=f"decode process: {self.problem}")
+                if cancel_sent:
+                    yield _cancelled(None, pieces, last, t0)
+                else:
+                    yield GenerationFailed(error=f"decode process: {self.problem}")
                 return
             if cancel_sent:
                 # nothing after the stop: finish with what was shown

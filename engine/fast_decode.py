@@ -6,7 +6,8 @@ once) and recomputes the same arithmetic as ``GPT2LMHeadModel.forward``: Conv1D 
 ``addmm(bias, x, W)`` (weights stored ``[in, out]``), layer norms, GPT-2's tanh GELU (PyTorch's
 fused kernel instead of ``gelu_new``'s seven ops; other activations run the model's own module),
 attention with the model's scaling (``scaled_dot_product_attention`` over the prompt, and for one
-new token ``softmax(q K^T * scale) V`` as ``baddbmm`` (the scale as its alpha) and ``bmm``, faster at these sizes).
+new token ``softmax(q K^T * scale) V`` as ``baddbmm`` (the scale as its alpha) and ``bmm``,
+faster at these sizes), and on a CPU the LM head over a transposed copy (``_head_logits``).
 What it drops is the per-token Python around that arithmetic: the ``DynamicCache`` (``torch.cat``
 per layer per token), masks, output dataclasses, hooks and dispatch.  Greedy decoding gives the
 same tokens as ``model.generate`` (tests/test_generate.py).
@@ -82,8 +83,9 @@ class _CachedDecoder:
         The head is the biggest matrix a small model reads per token (16,384 x 128 fp32 = 8 MB
         for ``seed``).  As ``linear(h, W)`` (the weight as the model stores it, [vocab, C]) a
         one-row product took 2.0 ms of a decode step on one thread of a 2-core AVX2 CPU; over
-        the transposed copy, [C, vocab], 0.8 ms (the step with and without the head, medians).  The copy is remade when the
-        weight changes (training samples decode between optimizer steps)."""
+        the transposed copy, [C, vocab], 0.8 ms (the step with and without the head, medians).
+        The copy is remade when the weight changes (training samples decode between optimizer
+        steps): it is keyed by the weight's pointer, shape and in-place version counter."""
         import torch
         import torch.nn.functional as F
 

@@ -90,6 +90,29 @@ def test_cancel_yields_nothing_after_the_stop(chat_in_process):
     assert isinstance(list(chat_in_process.stream("And", Sampling(max_new_tokens=4, seed=0)))[-1], GenerationFinished)
 
 
+def test_a_reply_the_caller_stops_reading_is_cancelled_in_the_child(chat_in_process):
+    """A reply abandoned mid-way (its generator closed) is cancelled in the child, which is then
+    free for the next reply."""
+    proc = chat_in_process._process
+    sent = []
+    send = proc._send
+    proc._send = lambda msg: (sent.append(msg), send(msg))[1]
+    try:
+        s = Sampling(max_new_tokens=100_000, seed=1, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0)
+        long = chat_in_process.stream("And", s)
+        for _, event in zip(range(4), long):
+            pass
+        assert isinstance(event, TokenGenerated)
+        long.close()
+        assert not proc.busy
+        rid = next(msg[1] for msg in sent if msg[0] == "reply")
+        assert ("cancel", rid) in sent
+        done = list(chat_in_process.stream("And", Sampling(max_new_tokens=4, seed=0)))[-1]
+        assert isinstance(done, GenerationFinished) and done.stop_reason in ("length", "eos")
+    finally:
+        del proc._send
+
+
 def test_a_second_reply_at_the_same_time_decodes_here(chat_in_process):
     s = Sampling(max_new_tokens=40, seed=3)
     want = _plain(chat_in_process).generate_text("And", s)
