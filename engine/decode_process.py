@@ -9,7 +9,8 @@ dataclasses of engine/events.py.  Same code, same weights, same seed: the same t
 
 The protocol, one pickled tuple per message (``multiprocessing.connection`` framing):
 
-* parent -> child: ``("reply", rid, prompt_ids, sampling, details)``, ``("cancel", rid)``;
+* parent -> child: ``("reply", rid, prompt, sampling, details)`` (text or token ids, as
+  ``ChatModel.stream`` takes them), ``("cancel", rid)``;
   the end of the pipe (the parent exits or dies) ends the child.
 * child -> parent: ``("ready", note)`` or ``("failed", error)`` once, then ``("event", rid,
   event)`` for each event of each reply.
@@ -155,7 +156,7 @@ class DecodeProcess:
 
     # --- replies ---
     def stream(
-        self, prompt_ids: list[int], sampling, stop: threading.Event, details: bool = False
+        self, prompt: str | list[int], sampling, stop: threading.Event, details: bool = False
     ) -> Iterator[GenerationEvent]:
         with self._lock:
             rid = next(self._ids)
@@ -163,7 +164,7 @@ class DecodeProcess:
             self._replies[rid] = q
             ended = False
             try:
-                for event in self._stream(rid, q, list(prompt_ids), sampling, stop, details):
+                for event in self._stream(rid, q, prompt, sampling, stop, details):
                     ended = isinstance(event, (GenerationFinished, GenerationFailed))
                     yield event
             finally:
@@ -171,9 +172,9 @@ class DecodeProcess:
                 if not ended:  # the caller stopped reading: the child stops decoding it
                     self._send(("cancel", rid))
 
-    def _stream(self, rid, q, prompt_ids, sampling, stop, details):
+    def _stream(self, rid, q, prompt, sampling, stop, details):
         t0 = time.perf_counter()
-        if not self._send(("reply", rid, prompt_ids, sampling, details)):
+        if not self._send(("reply", rid, prompt if isinstance(prompt, str) else list(prompt), sampling, details)):
             yield GenerationFailed(error=f"decode process: {self.problem}")
             return
         pieces: list[str] = []
@@ -288,9 +289,9 @@ def _serve(read_fd: int, write_fd: int) -> None:
         msg = requests.get()
         if msg is None:
             return
-        _, rid, ids, sampling, details = msg
+        _, rid, prompt, sampling, details = msg
         try:
-            for event in chat.stream(ids, sampling, stops[rid], details):
+            for event in chat.stream(prompt, sampling, stops[rid], details):
                 send(("event", rid, event))
         except (OSError, ValueError):  # the pipe to the parent broke
             return

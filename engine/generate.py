@@ -127,8 +127,7 @@ class ChatModel:
             sampling, stop = (sampling or Sampling()).validated(), stop or threading.Event()
             process = self._process
             if process is not None and process.ready and not process.busy:
-                ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
-                yield from process.stream(ids, sampling, stop, details)
+                yield from process.stream(prompt, sampling, stop, details)  # the child encodes it
             else:
                 yield from self._stream(prompt, sampling, stop, details)
         except Exception as exc:  # a model that fails mid-reply must not take the app down

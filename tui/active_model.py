@@ -114,7 +114,7 @@ class ActiveModel:
         import threading
 
         old, self.chat_model = self.chat_model, None
-        if old is not None and old.in_child_process:
+        if old is not None:  # (also reaps a child that died: close_process is a no-op without one)
             threading.Thread(target=old.close_process, name="minigpt-close-decoder", daemon=True).start()
 
     def on_decode_path_changed(self, message: DecodePathChanged) -> None:
