@@ -1,4 +1,5 @@
-"""``python -m bench [--quick] [--data DIR] [--budget-min N] [--out report.json]``; ``python -m bench sweep --help``"""
+"""``python -m bench [--quick] [--data DIR] [--budget-min N] [--out report.json]``; ``python -m bench sweep --help``;
+``python -m bench per-step --help``"""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
         from .sweep import main as sweep_main
 
         return sweep_main(argv[1:])
+    if argv[:1] == ["per-step"]:
+        os.environ.setdefault("MINIGPT_OFFLINE", "1")
+        from .per_step import main as per_step_main
+
+        return per_step_main(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="smoke run: data subset, short budget, one round (CI)")
     ap.add_argument("--data", default=None, help="WikiText-2 folder (default ../shared/data/wikitext-2)")

@@ -8,7 +8,8 @@ budgets).  Then ``python -m tui eval`` scores the checkpoint on the **whole vali
 bits per byte (comparable across tokenizers) and, on word-level data, word perplexity.
 
 The default grid varies one thing at a time around the base (the product's defaults): learning
-rate, batch, tokenizer size, schedule, weight decay, shape, optimizer, architecture.
+rate, batch, tokenizer size, schedule, weight decay, AdamW's beta2, the embeddings' rate, the
+activation, shape, optimizer, architecture.
 ``--config "FLAGS"`` (repeatable) runs your own list instead, e.g. the winners together, or the
 winners at ``--time 30m``.
 """
@@ -39,6 +40,9 @@ DEFAULT_GRID = (
     "--tokenizer gpt2",
     "--warmdown 0.6",
     "--weight-decay 0",
+    "--adam-beta2 0.95",
+    "--embedding-lr-scale 1",
+    "--activation gelu",
     "--arch llama",
     "--optimizer muon",
     "--preset small",

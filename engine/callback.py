@@ -295,6 +295,8 @@ class EventCallback(TrainerCallback):
             "time_budget_s": budget,
             "warmdown": cfg.warmdown,  # None: the default
             "weight_decay": cfg.weight_decay,
+            "adam_beta2": cfg.adam_beta2,
+            "embedding_lr_scale": cfg.embedding_lr_scale,
             "budget_used_s": round(clock.marked_s, 2) if budget else None,
             "train_time_s": round(float(prev.get("train_time_s", 0.0)) + clock.marked_s - clock.offset, 2),
             "overhead_s": round(float(prev.get("overhead_s", 0.0)) + clock.overhead_s, 2),

@@ -24,6 +24,10 @@ class Preset:
 
 
 ARCHES = ("gpt2", "llama")
+# The GPT-2 family's MLP activation for a new model: squared ReLU (So et al. 2021, as in
+# modded-nanogpt) learned more per step than tanh-GELU at the seed shape (README, "Defaults").
+GPT2_ACTIVATIONS = {"relu2": "relu2", "gelu": "gelu_pytorch_tanh"}  # flag value -> transformers' name
+GPT2_ACTIVATION = "relu2"
 
 PRESETS: dict[str, Preset] = {
     p.name: p
@@ -57,12 +61,14 @@ def llama_intermediate_size(n_embd: int) -> int:
     return -(-(8 * n_embd // 3) // 32) * 32
 
 
-def build_model(preset: Preset, vocab_size: int, block_size: int, eos_id: int, arch: str | None = None):
+def build_model(preset: Preset, vocab_size: int, block_size: int, eos_id: int, arch: str | None = None,
+                activation: str | None = None):
     """A fresh model of the preset's shape: GPT-2 (``GPT2LMHeadModel``) or a Llama-style one
     (``LlamaForCausalLM``: rotary positions, RMSNorm, SwiGLU, tied embeddings, no biases).
     Dropout is off: these models see each token a few times at most, so it only costs speed.
-    GPT-2's activation is PyTorch's fused tanh-GELU (``gelu_pytorch_tanh``): the function of
-    GPT-2's ``gelu_new`` in one kernel instead of seven ops (a ``seed`` step 1.09x faster, AVX2)."""
+    GPT-2's activation (``activation``, a key of ``GPT2_ACTIVATIONS``) is squared ReLU by default;
+    ``gelu`` is PyTorch's fused tanh-GELU (``gelu_pytorch_tanh``): the function of GPT-2's
+    ``gelu_new`` in one kernel instead of seven ops (a ``seed`` step 1.09x faster, AVX2)."""
     arch = arch or preset.arch
     if arch == "llama":
         from transformers import LlamaConfig, LlamaForCausalLM
@@ -96,7 +102,7 @@ def build_model(preset: Preset, vocab_size: int, block_size: int, eos_id: int, a
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
-        activation_function="gelu_pytorch_tanh",
+        activation_function=GPT2_ACTIVATIONS[activation or GPT2_ACTIVATION],
         bos_token_id=eos_id,
         eos_token_id=eos_id,
     )

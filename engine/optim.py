@@ -45,28 +45,40 @@ def ns_dtype_for(device: str) -> torch.dtype:
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
 
-def param_groups(model, decay_names, weight_decay: float) -> list[dict]:
-    """Muon: 2-D weights outside embeddings and the head; AdamW (with or without decay): the rest."""
+def param_groups(model, decay_names, weight_decay: float, lr: float, embedding_lr_scale: float = 1.0,
+                 muon: bool = False) -> list[dict]:
+    """The optimizer's groups: with ``muon``, Muon for 2-D weights outside embeddings and the
+    head; AdamW with or without decay for the rest (as the Trainer groups them).  The token
+    embeddings (tied to the head in these models) get a group of their own at
+    ``embedding_lr_scale`` x ``lr`` when that is not 1."""
+    embeddings = model.get_input_embeddings().weight
     embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is not None:
         embedding_ids.add(id(head.weight))
-    muon, decay, no_decay = [], [], []
+    scaled = embedding_lr_scale != 1.0
+    hidden, decay, no_decay = [], [], []
     for name, p in model.named_parameters():
-        if not p.requires_grad:
+        if not p.requires_grad or (scaled and p is embeddings):
             continue
-        if p.ndim == 2 and id(p) not in embedding_ids:
-            muon.append(p)
+        if muon and p.ndim == 2 and id(p) not in embedding_ids:
+            hidden.append(p)
         elif name in decay_names:
             decay.append(p)
         else:
             no_decay.append(p)
     groups = [
-        {"params": muon, "use_muon": True, "weight_decay": weight_decay},
+        {"params": hidden, "use_muon": True, "weight_decay": weight_decay},
         {"params": decay, "use_muon": False, "weight_decay": weight_decay},
         {"params": no_decay, "use_muon": False, "weight_decay": 0.0},
     ]
-    return [g for g in groups if g["params"]]
+    if scaled and embeddings.requires_grad:
+        groups.append({"params": [embeddings], "use_muon": False, "weight_decay": weight_decay, "lr": lr * embedding_lr_scale})
+    groups = [g for g in groups if g["params"]]
+    if not muon:
+        for g in groups:
+            del g["use_muon"]
+    return groups
 
 
 class MuonWithAdamW(torch.optim.Optimizer):

@@ -25,7 +25,7 @@ from . import tokenizer as tok_mod
 from .checkpoints import META_FILE, RESUME_DIR, CheckpointStore, link_or_copy, validate_name
 from .errors import CheckpointError, EngineError, UsageError
 from .events import Notice, Sink, TrainCancelled, TrainFailed, TrainFinished
-from .model import ARCHES, PRESETS, get_preset
+from .model import ARCHES, GPT2_ACTIVATION, GPT2_ACTIVATIONS, PRESETS, get_preset
 from .schedule import WARMDOWN_FRACTION, Duration, TrainClock, format_duration
 
 MODEL_FILES = ("model.safetensors", "config.json", "generation_config.json")
@@ -37,6 +37,9 @@ EVALS_PER_BUDGET = 5  # with --time and no --eval-every
 # A byte-level BPE trained on the run's own text (cached per corpus).  GPT-2's 50,257 tokens
 # make the LM head and the loss most of a small model's step; see bench/results/ for the sweep.
 DEFAULT_TOKENIZER = "bpe:16384"
+# Optimizer defaults, each measured at equal steps on WikiText-2 (README, "Defaults, by measurement"):
+ADAM_BETA2 = 0.99  # learned more per step than nanoGPT's 0.95
+EMBEDDING_LR_SCALE = 5.0  # the token embeddings (tied to the LM head) at 5x the rate, for a new model
 UNCAPPED_STEPS = 1_000_000_000  # the Trainer's max_steps when only a time budget ends the run
 
 
@@ -73,6 +76,18 @@ class TrainConfig:
     seed: int = option(1337, "seeds the initial weights and the data order (default 1337)", metavar="N")
     warmup_steps: int | None = option(None, "without --time: steps of linear warmup (default 5%% of the steps, at most 200)", metavar="N")
     weight_decay: float = option(0.1, "AdamW's decoupled weight decay of matrices and embeddings (default 0.1)", metavar="X")
+    adam_beta2: float = option(
+        ADAM_BETA2, f"AdamW's decay of its squared-gradient average (default {ADAM_BETA2})", metavar="X"
+    )
+    embedding_lr_scale: float | None = option(
+        None,
+        f"the token embeddings' rate as a multiple of --lr (default {EMBEDDING_LR_SCALE:g} for a new model, 1 with --init; "
+        "a resumed run keeps its own)",
+        metavar="X",
+    )
+    activation: str | None = option(
+        None, f"a new GPT-2-family model's MLP activation (default {GPT2_ACTIVATION}: squared ReLU)", choices=list(GPT2_ACTIVATIONS)
+    )
     warmdown: float | None = option(
         None,
         f"with --time: the rate decays to 0 over this last fraction of the budget (default {WARMDOWN_FRACTION}; "
@@ -129,6 +144,15 @@ class TrainConfig:
             raise UsageError(f"--lr {self.lr} is far too large: use something like 1e-3")
         if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay < 1):
             raise UsageError(f"--weight-decay must be >= 0 and < 1 (got {self.weight_decay})")
+        if not (isinstance(self.adam_beta2, (int, float)) and 0 <= self.adam_beta2 < 1):
+            raise UsageError(f"--adam-beta2 must be >= 0 and < 1 (got {self.adam_beta2})")
+        positive(self.embedding_lr_scale, "--embedding-lr-scale", float)
+        if self.activation not in (None, *GPT2_ACTIVATIONS):
+            raise UsageError(f"unknown activation '{self.activation}': use {' or '.join(GPT2_ACTIVATIONS)}")
+        if self.activation and self.init:
+            raise UsageError("--activation builds a new model: it cannot be combined with --init")
+        if self.activation and (self.arch or (PRESETS[self.preset].arch if self.preset in PRESETS else None)) == "llama":
+            raise UsageError("--activation is for the GPT-2 family (the Llama family uses SwiGLU)")
         if self.warmdown is not None and not (isinstance(self.warmdown, (int, float)) and 0 <= self.warmdown <= 1):
             raise UsageError(f"--warmdown must be a fraction of the budget from 0 to 1 (got {self.warmdown})")
         if self.warmup_steps is not None and self.warmup_steps < 0:
@@ -305,12 +329,21 @@ class TrainingJob:
                     max_steps=cfg.max_steps or (None if cfg.time_budget else previous.get("planned_steps")),
                     optimizer=self._resumed_optimizer(cfg, previous),
                     warmdown=cfg.warmdown if cfg.warmdown is not None else previous.get("warmdown"),
+                    embedding_lr_scale=self._resumed_embedding_lr_scale(cfg, previous),
                     word_level=cfg.word_level or bool(previous.get("word_level")),
                 )
                 cfg = self._resumed_budget(cfg, previous, steps_given)
             elif self.store.exists(self.name):
                 raise UsageError(f"a checkpoint named '{self.name}' exists: pass --resume {self.name} or another --name")
             return self._train(cfg, get_preset(cfg.preset), previous, notify)
+
+    @staticmethod
+    def _resumed_embedding_lr_scale(cfg: TrainConfig, previous: dict) -> float:
+        """The run's own (its optimizer state has the rate groups it was made with)."""
+        saved = float(previous.get("embedding_lr_scale") or 1.0)
+        if cfg.embedding_lr_scale is not None and cfg.embedding_lr_scale != saved:
+            raise UsageError(f"--resume continues with the run's own --embedding-lr-scale ({saved:g}): leave it out")
+        return saved
 
     _budget_offset = 0.0  # training seconds already spent on the budget a resumed run continues
 
@@ -353,6 +386,8 @@ class TrainingJob:
         quiet_transformers()
         started = time.time()
         ckpt_dir = self.store.path(self.name) if cfg.resume else None
+        if cfg.embedding_lr_scale is None:
+            cfg = replace(cfg, embedding_lr_scale=1.0 if cfg.init else EMBEDDING_LR_SCALE)
 
         # tokenizer and data
         kind, bpe_size = tok_mod.parse_spec(cfg.tokenizer_spec)
@@ -448,6 +483,7 @@ class TrainingJob:
             time_budget_s=budget,
             warmdown=cfg.warmdown,
             optimizer_name=cfg.optimizer,
+            embedding_lr_scale=cfg.embedding_lr_scale,
             device=device,
         )
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -492,7 +528,9 @@ class TrainingJob:
         elif cfg.init:
             model = load_pretrained(cfg.init)
         else:
-            model = build_model(preset, len(tokenizer), cfg.block_size or preset.block_size, tokenizer.eos_token_id, cfg.arch)
+            model = build_model(
+                preset, len(tokenizer), cfg.block_size or preset.block_size, tokenizer.eos_token_id, cfg.arch, cfg.activation
+            )
         positions = n_positions(model)
         block_size = cfg.block_size or min(preset.block_size, positions)
         if block_size > positions:
@@ -503,7 +541,7 @@ class TrainingJob:
 
     def _training_arguments(self, cfg: TrainConfig, run_dir: Path, batch: int, total: int, lr: float, warmup: int,
                             save_every: int, device: str, dtype: str):
-        """The Trainer's arguments: AdamW (beta2 0.95), clipping at 1.0, a cosine schedule to 10%
+        """The Trainer's arguments: AdamW (beta2 from --adam-beta2), clipping at 1.0, a cosine schedule to 10%
         (with --time, MiniTrainer's clock schedule replaces it), a log every step (the events),
         evaluation by the callback, one kept save."""
         from transformers import TrainingArguments
@@ -519,7 +557,7 @@ class TrainingJob:
             warmup_steps=warmup,
             weight_decay=cfg.weight_decay,
             adam_beta1=0.9,
-            adam_beta2=0.95,
+            adam_beta2=cfg.adam_beta2,
             max_grad_norm=1.0,
             eval_strategy="no",  # the callback evaluates (loss, perplexity, bits per byte)
             save_strategy="steps",

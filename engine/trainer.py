@@ -4,7 +4,8 @@
   a batch's full-vocabulary logits never exist (GPT-2 and Llama-style models; others fall
   back to the Trainer's own loss);
 * ``create_optimizer``: ``--optimizer muon`` gives Muon for hidden matrices + AdamW for the
-  rest (``engine.optim``); ``adamw`` is the Trainer's own;
+  rest (``engine.optim``); ``adamw`` is the Trainer's own; either way the token embeddings
+  can have a rate of their own (``--embedding-lr-scale``);
 * ``create_scheduler``: with a time budget, a warmup / stable / warmdown schedule on the
   training clock (``engine.schedule``) instead of the step count.
 
@@ -28,6 +29,7 @@ class MiniTrainer(Trainer):
         time_budget_s: float | None = None,
         warmdown: float | None = None,
         optimizer_name: str = "adamw",
+        embedding_lr_scale: float = 1.0,
         device: str = "cpu",
         **kwargs,
     ):
@@ -36,6 +38,7 @@ class MiniTrainer(Trainer):
         self.time_budget_s = time_budget_s
         self.warmdown = WARMDOWN_FRACTION if warmdown is None else warmdown
         self.optimizer_name = optimizer_name
+        self.embedding_lr_scale = embedding_lr_scale
         self.train_device = device
         self.hidden_state_loss = supports_hidden_state_loss(self.model)
 
@@ -54,19 +57,25 @@ class MiniTrainer(Trainer):
 
     # --- optimizer and schedule ---
     def create_optimizer(self, model=None):
-        if self.optimizer is None and self.optimizer_name == "muon":
+        if self.optimizer is None and (self.optimizer_name == "muon" or self.embedding_lr_scale != 1.0):
             from .optim import MuonWithAdamW, ns_dtype_for, param_groups
 
             opt_model = self.model if model is None else model
             decay = set(self.get_decay_parameter_names(opt_model))
-            self.optimizer = MuonWithAdamW(
-                param_groups(opt_model, decay, self.args.weight_decay),
-                lr=self.args.learning_rate,
-                betas=(self.args.adam_beta1, self.args.adam_beta2),
-                eps=self.args.adam_epsilon,
-                weight_decay=self.args.weight_decay,
-                ns_dtype=ns_dtype_for(self.train_device),
-            )
+            muon = self.optimizer_name == "muon"
+            groups = param_groups(opt_model, decay, self.args.weight_decay, self.args.learning_rate, self.embedding_lr_scale, muon)
+            if muon:
+                self.optimizer = MuonWithAdamW(
+                    groups,
+                    lr=self.args.learning_rate,
+                    betas=(self.args.adam_beta1, self.args.adam_beta2),
+                    eps=self.args.adam_epsilon,
+                    weight_decay=self.args.weight_decay,
+                    ns_dtype=ns_dtype_for(self.train_device),
+                )
+            else:  # the Trainer's own AdamW (fused where it can be), with the embeddings' group
+                optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+                self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return super().create_optimizer(model)
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):

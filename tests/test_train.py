@@ -78,6 +78,11 @@ def test_worker_thread_cancel_within_one_step_and_resume(fresh_dirs):
 
     state = torch.load(info.path / "resume" / "optimizer.pt", weights_only=True)
     assert state["state"]  # Adam moments were saved
+    rates = sorted(g["initial_lr"] for g in state["param_groups"])
+    assert len(rates) == 3 and rates[-1] == pytest.approx(5 * rates[0])  # the token embeddings at 5x the rate
+    assert info.meta["embedding_lr_scale"] == 5.0 and info.meta["adam_beta2"] == 0.99
+    other = TrainingJob(TrainConfig(resume="stopme", max_steps=result.step + 2, embedding_lr_scale=1.0)).run()
+    assert isinstance(other, ev.TrainFailed) and "--embedding-lr-scale (5)" in other.error
     log2 = ev.EventLog()
     resumed = TrainingJob(TrainConfig(resume="stopme", max_steps=result.step + 2, eval_blocks=4, sample_tokens=8), log2).run()
     assert isinstance(resumed, ev.TrainFinished), resumed
@@ -115,6 +120,11 @@ def test_trained_bpe_tokenizer_is_saved_with_the_checkpoint(fresh_dirs):
         ({"arch": "llama", "init": "gpt2"}, "--arch"),
         ({"warmdown": 1.5}, "--warmdown"),
         ({"weight_decay": -0.1}, "--weight-decay"),
+        ({"adam_beta2": 1.0}, "--adam-beta2"),
+        ({"embedding_lr_scale": 0}, "--embedding-lr-scale"),
+        ({"activation": "tanh"}, "unknown activation"),
+        ({"activation": "gelu", "init": "gpt2"}, "--activation"),
+        ({"activation": "gelu", "arch": "llama"}, "GPT-2 family"),
         ({"sample_tokens": 0}, "--sample-tokens"),
     ],
 )
