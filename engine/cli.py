@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dataset-config")
     e.add_argument("--split", default=None, choices=["validation", "test"], help="default validation; a single --dataset file without --split is evaluated whole")
     e.add_argument("--word-level", action="store_true", help="the text is word-level: also report word perplexity (automatic for .tokens files)")
+    e.add_argument(
+        "--stride",
+        type=_positive_int,
+        help="sliding windows this many tokens apart: every token after the first window is predicted with at least "
+        "(window - stride) tokens of context (half the window is usual; default: the window, consecutive blocks as in training)",
+    )
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     return parser
 
@@ -422,14 +428,19 @@ def cmd_eval(args) -> int:
     split = "train" if whole_file else args.split
     if split not in packed.splits:
         raise UsageError(f"dataset {source.name} has no {args.split} split")
+    stride = args.stride or block
+    if stride > block:
+        raise UsageError(f"--stride {stride} is longer than the checkpoint's window ({block} tokens)")
     words = word_table(tokenizer) if source.word_level else None
-    result = evaluate(model, packed.blocks(split), token_byte_lengths(tokenizer), device, dtype, word_table=words)
+    result = evaluate(model, packed.blocks(split, stride=stride), token_byte_lengths(tokenizer), device, dtype, word_table=words)
     if result is None:
         raise UsageError(f"the {args.split} split of {source.name} is empty")
     report = {
         "checkpoint": args.checkpoint,
         "dataset": source.name,
         "split": "whole file" if whole_file else args.split,
+        "window": block,
+        "stride": stride,
         "loss": round(result.loss, 5),
         "perplexity": round(result.perplexity, 3),
         "bits_per_byte": round(result.bits_per_byte, 5),

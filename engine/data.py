@@ -295,24 +295,39 @@ class PackedData:
     def tokens(self, split: str) -> int:
         return int(len(self.splits[split])) if split in self.splits else 0
 
-    def blocks(self, split: str, limit: int | None = None):
-        return BlockDataset(self.splits[split], self.block_size, limit)
+    def blocks(self, split: str, limit: int | None = None, stride: int | None = None):
+        return BlockDataset(self.splits[split], self.block_size, limit, stride)
 
 
 class BlockDataset:
-    """Consecutive ``block_size`` windows of a token stream; labels are the inputs.
+    """``block_size`` windows of a token stream, ``stride`` tokens apart; labels are the inputs.
 
-    When the stream does not divide evenly, the last block is the final ``block_size`` tokens
-    with the already-covered ones masked out of the labels: no padding, nothing dropped.
+    With the default stride (the block size) the windows are consecutive: training's batches and
+    evaluation's fast pass.  A shorter stride makes sliding windows for evaluation: each window
+    after the first scores only the tokens no earlier window scored (the others' labels are
+    -100), so every token from the second window on is predicted with at least ``block_size -
+    stride`` tokens of context instead of 0 to ``block_size - 1`` (the usual way to evaluate a
+    fixed-length model, closer to the sequence's true likelihood; it costs ``block_size /
+    stride`` times the forward passes).  The stream's end is the last window's end: when the
+    windows do not reach it, a final window of the last ``block_size`` tokens scores what is
+    left, with the covered tokens masked out of its labels.  No padding, nothing dropped.
     """
 
-    def __init__(self, stream: np.ndarray, block_size: int, limit: int | None = None):
+    def __init__(self, stream: np.ndarray, block_size: int, limit: int | None = None, stride: int | None = None):
+        stride = block_size if stride is None else stride
+        if not 0 < stride <= block_size:
+            raise ValueError(f"stride must be between 1 and the block size ({block_size}), not {stride}")
         self.stream = stream
         self.block_size = block_size
-        full, rest = divmod(len(stream), block_size)
-        self.short = full == 0  # a split shorter than one block is one short block
-        self.tail = rest if full and rest else 0
-        self.length = (1 if len(stream) > 1 else 0) if self.short else full + (1 if self.tail else 0)
+        self.stride = stride
+        self.short = len(stream) <= block_size  # a split no longer than one block is one block
+        if self.short:
+            self.length, self.tail = (1 if len(stream) > 1 else 0), 0
+        else:
+            full = (len(stream) - block_size) // stride + 1  # windows that fit from position 0
+            covered = (full - 1) * stride + block_size  # the stream's tokens they cover
+            self.tail = len(stream) - covered  # tokens left for a final window at the end
+            self.length = full + (1 if self.tail else 0)
         if limit is not None and limit < self.length:
             self.length, self.tail = limit, 0
 
@@ -326,7 +341,7 @@ class BlockDataset:
             i += self.length
         if not 0 <= i < self.length:
             raise IndexError(i)
-        b = self.block_size
+        b, s = self.block_size, self.stride
         if self.short:
             ids = torch.from_numpy(self.stream.astype(np.int64))
             return {"input_ids": ids, "labels": ids.clone()}
@@ -335,8 +350,11 @@ class BlockDataset:
             labels = ids.clone()
             labels[: b - self.tail] = -100
             return {"input_ids": ids, "labels": labels}
-        ids = torch.from_numpy(self.stream[i * b : (i + 1) * b].astype(np.int64))
-        return {"input_ids": ids, "labels": ids.clone()}
+        ids = torch.from_numpy(self.stream[i * s : i * s + b].astype(np.int64))
+        labels = ids.clone()
+        if i and s < b:
+            labels[: b - s] = -100  # scored by the window before
+        return {"input_ids": ids, "labels": labels}
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

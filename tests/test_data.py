@@ -45,6 +45,34 @@ def test_last_block_overlaps_and_masks():
     assert sum(len(blocks[i]["input_ids"]) for i in range(2)) + len(learned) == 70
 
 
+@pytest.mark.parametrize("n,block,stride", [(70, 32, 16), (70, 32, 32), (64, 32, 16), (33, 32, 8), (100, 32, 5), (32, 32, 16), (200, 32, 31)])
+def test_sliding_windows_score_every_token_once_with_context(n, block, stride):
+    blocks = data.BlockDataset(np.arange(n, dtype=np.uint16), block, stride=stride)
+    scored = []
+    for i in range(len(blocks)):
+        item = blocks[i]
+        ids, labels = item["input_ids"].tolist(), item["labels"].tolist()
+        assert len(ids) == min(n, block) and ids == list(range(ids[0], ids[0] + len(ids)))
+        for p in range(1, len(ids)):  # a window's first token is never predicted (no context)
+            if labels[p] != -100:
+                assert labels[p] == ids[p]
+                scored.append(ids[p])
+                if i:  # after the first window: at least block - stride tokens of context
+                    assert p >= block - stride
+    if stride < block:  # every token but the stream's first is scored exactly once
+        assert sorted(scored) == list(range(1, n))
+    else:  # consecutive blocks: each block's first token has no context and is not scored
+        starts = {i * block for i in range(len(blocks) - (1 if blocks.tail else 0))}
+        assert sorted(scored) == [t for t in range(n) if t not in starts]
+        assert len(blocks) == len(data.BlockDataset(np.arange(n, dtype=np.uint16), block))
+
+
+@pytest.mark.parametrize("stride", [0, -1, 33])
+def test_stride_outside_the_block_is_an_error(stride):
+    with pytest.raises(ValueError, match="stride"):
+        data.BlockDataset(np.arange(70, dtype=np.uint16), 32, stride=stride)
+
+
 def test_folder_with_wikitext_layout(tmp_path, gpt2):
     (tmp_path / "wiki.train.raw").write_text(" = Alpha = \n \n Alpha is first .\n" * 40 + " = Beta = \n Beta follows .\n" * 40)
     (tmp_path / "wiki.valid.raw").write_text(" = Gamma = \n Gamma is third .\n" * 30)

@@ -81,3 +81,27 @@ def test_low_precision_hidden_states_against_a_full_precision_head():
     assert value.dtype == torch.float32 and weight.grad.dtype == torch.float32 and low.grad.dtype == torch.bfloat16
     assert value.item() == pytest.approx(expected.item(), rel=2e-2)
     assert torch.allclose(weight.grad, expected_grad, atol=2e-2, rtol=5e-2)
+
+
+def test_targets_far_below_the_best_logit_keep_an_exact_loss():
+    """-log p(target) comes from the softmax; where p underflows to 0 in fp32 (a logit ~87+
+    nats below its row's best) the loss is taken from the logits instead, never inf."""
+    from engine.loss import linear_cross_entropy
+
+    torch.manual_seed(2)
+    hidden = (torch.randn(20, 8) * 40).requires_grad_()
+    weight = (torch.randn(50, 8) * 3).requires_grad_()
+    logits = hidden.detach() @ weight.detach().T
+    targets = logits.argmin(dim=1)  # the least likely token of each row
+    gaps = logits.max(dim=1).values - logits.min(dim=1).values
+    assert int((gaps > 110).sum()) >= 5  # these rows underflow in a softmax
+    targets[3] = -100  # a masked row counts for nothing, whatever its logits
+    value = linear_cross_entropy(hidden, weight, targets, rows=6)
+    value.backward()
+
+    h, w = hidden.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
+    expected = torch.nn.functional.cross_entropy(h.double() @ w.double().T, targets)
+    expected.backward()
+    assert torch.isfinite(value) and value.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.allclose(hidden.grad, h.grad.float(), atol=1e-5, rtol=1e-4)
+    assert torch.allclose(weight.grad, w.grad.float(), atol=1e-5, rtol=1e-4)

@@ -54,6 +54,34 @@ def test_word_perplexity_on_a_tiny_tokens_file(tmp_path, gpt2):
     assert result.perplexity == pytest.approx(math.exp(nats / result.tokens), rel=1e-4)
 
 
+def test_sliding_windows_predict_each_token_from_the_tokens_before_it(tmp_path, gpt2):
+    path = tmp_path / "tiny.tokens"
+    path.write_text(TEXT * 3)
+    block = 16
+    packed = data.pack(data.resolve(str(path)), gpt2, block, hold_out=False)
+    stream = torch.as_tensor(packed.splits["train"].astype("int64"))
+    assert len(stream) > 3 * block
+
+    torch.manual_seed(0)
+    model = build_model(PRESETS["tiny"], len(gpt2), block, gpt2.eos_token_id).eval()
+    # stride 1: after the first window, each window scores only its last token
+    result = evaluate(model, packed.blocks("train", stride=1), token_byte_lengths(gpt2), word_table=word_table(gpt2))
+
+    # by hand: token t predicted from the (at most block - 1) tokens before it
+    nats = 0.0
+    with torch.no_grad():
+        for t in range(1, len(stream)):
+            context = stream[max(0, t - block + 1) : t][None]
+            nats -= float(torch.log_softmax(model(input_ids=context).logits[0, -1].double(), dim=-1)[stream[t]])
+    assert result.tokens == len(stream) - 1
+    assert result.words == 3 * WORDS - 1  # every word and line end but the first "="
+    assert result.loss == pytest.approx(nats / result.tokens, rel=1e-4)
+    assert result.word_perplexity == pytest.approx(math.exp(nats / result.words), rel=1e-4)
+    # the default, consecutive blocks, gives each token less context: a different loss
+    plain = evaluate(model, packed.blocks("train"), token_byte_lengths(gpt2), word_table=word_table(gpt2))
+    assert plain.loss != pytest.approx(result.loss, rel=1e-4)
+
+
 def test_raw_text_is_not_word_level(tmp_path):
     path = tmp_path / "plain.txt"
     path.write_text("Some text.\n" * 50)
@@ -78,3 +106,14 @@ def test_eval_command_on_a_single_word_level_file(tiny_checkpoint, tmp_path, cap
     assert report["tokens"] == len(ids) + 2 - 1
     assert report["words"] == 3 * WORDS - (1 if tokenizer.decode(ids[:1]).strip() else 0)
     assert report["word_perplexity"] == pytest.approx(math.exp(report["loss"] * report["tokens"] / report["words"]), rel=1e-3)
+    assert report["stride"] == report["window"]
+
+    # sliding windows: the same tokens and words, each with more context
+    assert main(["eval", "--checkpoint", tiny_checkpoint, "--dataset", str(path), "--device", "cpu", "--stride", "8"]) == 0
+    strided = json.loads(capsys.readouterr().out)
+    assert strided["stride"] == 8
+    assert (strided["tokens"], strided["words"]) == (report["tokens"], report["words"])
+    longer = report["window"] + 1
+    assert main(["eval", "--checkpoint", tiny_checkpoint, "--dataset", str(path), "--device", "cpu", "--stride", str(longer)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("minigpt-tui: note:")]
+    assert errors == [f"minigpt-tui: --stride {longer} is longer than the checkpoint's window ({report['window']} tokens)"]
