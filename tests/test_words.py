@@ -108,11 +108,19 @@ def test_eval_command_on_a_single_word_level_file(tiny_checkpoint, tmp_path, cap
     assert report["word_perplexity"] == pytest.approx(math.exp(report["loss"] * report["tokens"] / report["words"]), rel=1e-3)
     assert report["stride"] == report["window"]
 
-    # sliding windows: the same tokens and words, each with more context
-    assert main(["eval", "--checkpoint", tiny_checkpoint, "--dataset", str(path), "--device", "cpu", "--stride", "8"]) == 0
+    # sliding windows over a file longer than the window: every token but the first is scored,
+    # where consecutive blocks leave out the first token of each whole block
+    longer_file = tmp_path / "longer.tokens"
+    longer_file.write_text(TEXT * 12)
+    assert main(["eval", "--checkpoint", tiny_checkpoint, "--dataset", str(longer_file), "--device", "cpu"]) == 0
+    blocks = json.loads(capsys.readouterr().out)
+    assert main(["eval", "--checkpoint", tiny_checkpoint, "--dataset", str(longer_file), "--device", "cpu", "--stride", "8"]) == 0
     strided = json.loads(capsys.readouterr().out)
-    assert strided["stride"] == 8
-    assert (strided["tokens"], strided["words"]) == (report["tokens"], report["words"])
+    stream = strided["tokens"] + 1
+    whole_blocks = stream // blocks["window"]
+    assert whole_blocks >= 2 and strided["stride"] == 8 and blocks["stride"] == blocks["window"]
+    assert strided["tokens"] - blocks["tokens"] == whole_blocks - 1
+    assert strided["words"] >= blocks["words"] and strided["loss"] != blocks["loss"]
     longer = report["window"] + 1
     assert main(["eval", "--checkpoint", tiny_checkpoint, "--dataset", str(path), "--device", "cpu", "--stride", str(longer)]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("minigpt-tui: note:")]
