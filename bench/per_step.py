@@ -30,13 +30,14 @@ VARIANTS = (
 
 
 def run_variant(packed, tokenizer, steps: int, val_blocks: int, activation: str, beta2: float, emb_scale: float, seed: int) -> dict:
-    import numpy as np
     import torch
 
+    from engine.evaluate import evaluate
     from engine.loss import causal_lm_loss
     from engine.model import build_model, get_preset
     from engine.optim import param_groups
     from engine.schedule import budget_lr_factor
+    from engine.tokenizer import token_byte_lengths
 
     preset = get_preset("seed")
     block, batch, lr = preset.block_size, preset.batch_size, preset.lr
@@ -46,8 +47,8 @@ def run_variant(packed, tokenizer, steps: int, val_blocks: int, activation: str,
     decay = {n for n, p in model.named_parameters() if p.ndim >= 2}
     opt = torch.optim.AdamW(param_groups(model, decay, 0.1, lr, emb_scale), lr=lr, betas=(0.9, beta2), fused=True)
     peaks = [g["lr"] for g in opt.param_groups]
-    train = packed.splits["train"]
-    n_blocks = len(train) // block
+    train = packed.blocks("train")
+    n_blocks = len(packed.splits["train"]) // block  # whole blocks only (no overlapping tail)
     order = torch.randperm(n_blocks, generator=torch.Generator().manual_seed(seed)).tolist()
     losses = []
     t0 = time.perf_counter()
@@ -56,7 +57,7 @@ def run_variant(packed, tokenizer, steps: int, val_blocks: int, activation: str,
         for group, peak in zip(opt.param_groups, peaks):
             group["lr"] = peak * factor
         rows = [order[(step * batch + i) % n_blocks] for i in range(batch)]
-        x = torch.from_numpy(np.stack([np.asarray(train[r * block:(r + 1) * block], dtype=np.int64) for r in rows]))
+        x = torch.stack([train[r]["input_ids"] for r in rows])
         hidden = model.transformer(input_ids=x, use_cache=False).last_hidden_state
         loss = causal_lm_loss(hidden, model.lm_head.weight, x)
         loss.backward()
@@ -65,17 +66,8 @@ def run_variant(packed, tokenizer, steps: int, val_blocks: int, activation: str,
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
     seconds = time.perf_counter() - t0
-    val = packed.splits["validation"]
-    v = torch.from_numpy(np.asarray(val[: (len(val) // block) * block], dtype=np.int64)).view(-1, block)[:val_blocks]
-    model.eval()
-    nats, count = 0.0, 0
-    with torch.inference_mode():
-        for i in range(0, len(v), 32):
-            x = v[i:i + 32]
-            hidden = model.transformer(input_ids=x, use_cache=False).last_hidden_state
-            nats += causal_lm_loss(hidden, model.lm_head.weight, x, divisor=1).item()
-            count += x.shape[0] * (block - 1)
-    return {"val_loss": round(nats / count, 4), "train_loss_last_50": round(sum(losses[-50:]) / len(losses[-50:]), 4),
+    val = evaluate(model, packed.blocks("validation", limit=val_blocks), token_byte_lengths(tokenizer))
+    return {"val_loss": round(val.loss, 4), "train_loss_last_50": round(sum(losses[-50:]) / len(losses[-50:]), 4),
             "ms_per_step": round(seconds / steps * 1000, 1)}
 
 

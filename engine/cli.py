@@ -429,10 +429,12 @@ def cmd_eval(args) -> int:
     if split not in packed.splits:
         raise UsageError(f"dataset {source.name} has no {args.split} split")
     stride = args.stride or block
-    if stride > block:
-        raise UsageError(f"--stride {stride} is longer than the checkpoint's window ({block} tokens)")
+    try:
+        blocks = packed.blocks(split, stride=stride)
+    except ValueError:  # the only thing BlockDataset checks: 0 < stride <= block (argparse: > 0)
+        raise UsageError(f"--stride {stride} is longer than the checkpoint's window ({block} tokens)") from None
     words = word_table(tokenizer) if source.word_level else None
-    result = evaluate(model, packed.blocks(split, stride=stride), token_byte_lengths(tokenizer), device, dtype, word_table=words)
+    result = evaluate(model, blocks, token_byte_lengths(tokenizer), device, dtype, word_table=words)
     if result is None:
         raise UsageError(f"the {args.split} split of {source.name} is empty")
     report = {
