@@ -181,8 +181,8 @@ async def test_footer_rebuilds_only_when_its_keys_change(fresh_dirs, monkeypatch
         assert {"ctrl+n", "f1", "f2", "ctrl+p"} <= set(keys)
         # the keys are styled as Textual's footer styles them: the palette key compact, the others not
         assert not keys["ctrl+n"].has_class("-compact") and keys["ctrl+p"].has_class("-compact")
-        # an empty footer before the bindings are ready, the keys, and the keys in the order
-        # Textual gives them with the input focused (its F6 first); Textual's own footer: 6 here
+        # an empty footer before the bindings are ready, the keys, and the keys once the input
+        # has focus (its F6 moves the app's); Textual's own footer: 6 here
         assert len(composed) <= 3, composed
         app.set_focus(None)
         await pilot.pause()
@@ -198,3 +198,29 @@ async def test_footer_rebuilds_only_when_its_keys_change(fresh_dirs, monkeypatch
         await wait_until(pilot, lambda: "ctrl+b" in {key.key for key in footer.query(FooterKey)}, 5, "the new key shown")
         assert "ctrl+n" not in {key.key for key in footer.query(FooterKey)}
         assert len(composed) == before + 1
+
+
+async def test_footer_shows_the_screens_and_help_first_at_80_columns(fresh_dirs):
+    """Textual lists the focused widget's keys, then the screen's, then the app's: at 80 columns
+    the chat's footer had no F1-F3 and the training screen's neither F1 nor Help, so a new user
+    who stopped the first run saw no way back to the chat.  Every screen's footer starts with
+    F1-F3 and Help, all four on screen."""
+    from textual.widgets._footer import FooterKey
+
+    from tui.footer import AppFooter
+
+    app = MiniGPTApp(autoload=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.focused, ChatInput), 10, "focus on the chat input")
+        for key, view in (("f2", "training"), ("f3", "checkpoints"), ("f1", "chat")):
+            await pilot.press(key)
+            await wait_until(pilot, lambda: app.screen is app.views.get(view), 10, view)
+            await pilot.pause()
+            footer = app.screen.query_one(AppFooter)
+            keys = [k for k in footer.query(FooterKey) if not k.has_class("-command-palette")]
+            assert [k.key for k in keys[:4]] == ["f1", "f2", "f3", "f6"], (view, [k.key for k in keys])
+            palette = footer.query_one(".-command-palette", FooterKey)
+            assert all(k.region.width and k.region.right <= palette.region.x for k in keys[:4]), view
+            # then the screen's own keys, before the app's others (F4, F5, Ctrl+Q)
+            owners = [app.screen.active_bindings[k.key].node is app for k in keys[4:]]
+            assert owners == sorted(owners), (view, [k.key for k in keys])
