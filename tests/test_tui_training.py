@@ -78,6 +78,7 @@ async def test_tiny_run_from_the_app(fresh_dirs):
         assert steps_seen and steps_seen[-1] == 6
         stats = plain(screen.query_one("#run-stats"))
         assert "step 6/6" in stats and "loss" in stats and "tok/s" in stats and "tokens seen" in stats
+        assert " ran " in stats and " eta " not in stats  # no time left shown once it has ended
         assert "val loss" in plain(screen.query_one("#run-eval")) and "bits/byte" in plain(screen.query_one("#run-eval"))
         from textual.widgets import RichLog
 
@@ -143,6 +144,7 @@ async def test_pause_resume_and_stop_saves(fresh_dirs):
         await pilot.press("ctrl+b")
         await wait_until(pilot, lambda: state.status == "paused", 60, "the pause")
         assert "paused" in plain(screen.query_one("#train-status"))
+        assert " eta " in plain(screen.query_one("#run-stats"))  # while it runs (or pauses): the time left
         paused_at = state.step.step
         await pilot.pause(0.5)
         assert state.step.step == paused_at  # no progress while paused
@@ -153,6 +155,9 @@ async def test_pause_resume_and_stop_saves(fresh_dirs):
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: state.status in ("stopped", "failed"), 120, "the stop")
         assert state.status == "stopped" and state.result.saved
+        await pilot.pause()
+        stats = plain(screen.query_one("#run-stats"))
+        assert " ran " in stats and " eta " not in stats, stats
         assert any("stopped at step" in line for line in state.log)
     info = CheckpointStore().get("stoppable")
     assert info.ok and info.meta["steps"] == state.result.step < 5000

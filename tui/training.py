@@ -313,13 +313,17 @@ class TrainingScreen(Screen):
         self.query_one("#lr-spark", Sparkline).data = [lr for *_, lr in state.history()[-2000:]]
         self.query_one("#grad-spark", Sparkline).data = state.grad_norm_history()[-2000:]
         grad = step.grad_norm
+        if state.running:  # the time left; once the run has ended, how long it trained
+            timing = (("  left " if step.time_budget_s else "  eta ", "dim"), fmt_s(step.eta_s))
+        else:
+            timing = (("  ran ", "dim"), fmt_s(step.elapsed_s))
         stats.update(
             Text.assemble(
                 ("step ", "dim"), f"{step.step}/{step.total_steps}",
                 ("  loss ", "dim"), f"{step.loss:.4f}",
                 ("  lr ", "dim"), f"{step.lr:.2e}",
                 ("  grad norm ", "dim") if grad is not None else "", f"{grad:.3f}" if grad is not None else "",
-                ("  left " if step.time_budget_s else "  eta ", "dim"), fmt_s(step.eta_s), "\n",
+                *timing, "\n",
                 (f"{step.tokens_per_s:,.0f}", ""), (" tok/s", "dim"),
                 ("  tokens seen ", "dim"), f"{step.tokens_seen:,}",
                 ("  epoch ", "dim"), f"{step.epoch:.2f}",
