@@ -6,14 +6,16 @@
   pseudo-terminal of 80x24) to its first painted frame.  The app writes a timestamp once the
   first frame is painted when ``MINIGPT_TUI_FIRST_FRAME`` names a file, and exits right after
   with ``MINIGPT_TUI_EXIT_AFTER_FIRST_FRAME=1``.  It also records whether torch was imported
-  by then (it must not be).  Median of ``runs``.
+  by then (it must not be).  Median of ``runs``, alternating with two floors launched the same
+  way (bench/textual_floor.py): a bare Textual app, and one with the chat screen's widgets and
+  footer keys (what Textual alone takes to paint that screen).
 * first_token_ms: pressing Enter in the chat (model already loaded) to the first piece of the
   reply being put on screen, driven with Textual's Pilot in this process.  Median of ``runs``.
 * onscreen_tokens_per_s / headless_tokens_per_s / onscreen_ratio: a 90-token reply as the app
   shows it (first piece on screen to the whole reply on screen; the app decodes it in its child
   process once that is ready, as it does for a user) against the same reply decoded without a
   UI (``ChatModel.stream`` on a thread, the same weights, as the CLI decodes), alternating (the
-  UI must not starve the decode).
+  UI must not starve the decode); the ratio is the median of the rounds' ratios.
 
 Uses the current environment's checkpoint store (XDG variables relocate it).
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import os
 import pty
 import statistics
@@ -37,17 +40,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _command(checkpoint: str | None) -> list[str]:
-    if checkpoint is None:  # the floor: a bare Textual app launched the same way
-        return [sys.executable, "-m", "bench.textual_floor"]
+def _command(checkpoint: str | None, floor_keys: list[list[str]] | None = None) -> list[str]:
+    if checkpoint is None:  # a floor: a bare Textual app launched the same way
+        chat = ["--chat", json.dumps(floor_keys)] if floor_keys is not None else []
+        return [sys.executable, "-m", "bench.textual_floor", *chat]
     exe = Path(sys.executable).with_name("minigpt-tui")
     base = [str(exe)] if exe.exists() else [sys.executable, "-m", "tui"]
     return base + ["--checkpoint", checkpoint]
 
 
-def first_frame(checkpoint: str | None, timeout: float = 60.0) -> tuple[float, bool]:
+def chat_floor_keys() -> list[list[str]]:
+    """The keys the chat screen's footer shows (key, description), for the chat-shaped floor."""
+    from tui.app import MiniGPTApp
+    from tui.chat import ChatScreen
+
+    return [[b.key, b.description] for b in (*MiniGPTApp.BINDINGS, *ChatScreen.BINDINGS) if b.show]
+
+
+def first_frame(checkpoint: str | None, timeout: float = 60.0, floor_keys: list[list[str]] | None = None) -> tuple[float, bool]:
     """(ms from launch to the first painted frame, torch imported by then) in a pty.
-    ``checkpoint`` None: the bare Textual app of bench/textual_floor.py instead."""
+    ``checkpoint`` None: a bare Textual app of bench/textual_floor.py instead (with
+    ``floor_keys``, the one with the chat screen's widgets and these footer keys)."""
     with tempfile.TemporaryDirectory() as tmp:
         marker = Path(tmp) / "first-frame"
         env = dict(os.environ, MINIGPT_TUI_FIRST_FRAME=str(marker), MINIGPT_TUI_EXIT_AFTER_FIRST_FRAME="1", TERM="xterm-256color")
@@ -67,7 +80,7 @@ def first_frame(checkpoint: str | None, timeout: float = 60.0) -> tuple[float, b
         reader = threading.Thread(target=drain, daemon=True)
         reader.start()
         t0 = time.time()
-        proc = subprocess.Popen(_command(checkpoint), stdin=slave, stdout=slave, stderr=slave, env=env, cwd=tmp, start_new_session=True)
+        proc = subprocess.Popen(_command(checkpoint, floor_keys), stdin=slave, stdout=slave, stderr=slave, env=env, cwd=tmp, start_new_session=True)
         os.close(slave)
         try:
             proc.wait(timeout)
@@ -204,10 +217,14 @@ async def _onscreen_rate(app, pilot, chat, shown_at: list, finished_at: list, ru
             headless.append(done.tokens_per_s)
     on = statistics.median(onscreen) if onscreen else None
     head = statistics.median([h for h in headless if h]) if any(headless) else None
+    # each on-screen reply against the headless one decoded just before it: the VM's speed
+    # drifts between rounds, so the ratio is the median of the rounds' ratios
+    paired = [o / h for o, h in zip(onscreen, headless) if h]
     return {
         "onscreen_tokens_per_s": on,
         "headless_tokens_per_s": head,
-        "onscreen_ratio": on / head if on and head else None,
+        "onscreen_ratio": statistics.median(paired) if paired else None,
+        "onscreen_ratio_runs": [round(r, 3) for r in paired],
         "onscreen_decode_path": model.decode_path,
         "onscreen_decode_process": model.in_child_process,
         "onscreen_decode_process_note": model.process_note,
@@ -218,29 +235,34 @@ async def _onscreen_rate(app, pilot, chat, shown_at: list, finished_at: list, ru
 
 
 def measure_app(checkpoint: str, runs: int = 3) -> dict:
+    keys = chat_floor_keys()
     first_frame(checkpoint)  # untimed: the first launch after an install compiles the bytecode
     first_frame(None)
-    frames, floor = [], []
-    for _ in range(runs):  # alternating: the app and a bare Textual app, launched the same way
+    first_frame(None, floor_keys=keys)
+    frames, floor, chat_floor = [], [], []
+    for _ in range(runs):  # alternating: the app and the bare Textual apps, launched the same way
         frames.append(first_frame(checkpoint))
         floor.append(first_frame(None)[0])
+        chat_floor.append(first_frame(None, floor_keys=keys)[0])
     tokens, onscreen = asyncio.run(_first_tokens(checkpoint, runs))
     return {
         "first_frame_ms": round(statistics.median(f[0] for f in frames), 1),
         "first_frame_runs_ms": [round(f[0], 1) for f in frames],
         "textual_floor_first_frame_ms": round(statistics.median(floor), 1),
+        "textual_chat_floor_first_frame_ms": round(statistics.median(chat_floor), 1),
+        "app_minus_chat_floor_ms": round(statistics.median(f[0] - c for f, c in zip(frames, chat_floor)), 1),
         "torch_loaded_before_first_frame": any(f[1] for f in frames),
         "first_token_ms": round(statistics.median(tokens), 1),
         "first_token_runs_ms": [round(t, 1) for t in tokens],
         **onscreen,
         "method": "first frame: fresh process in an 80x24 pty, timestamp hook, bytecode cached (one untimed launch first), "
-        "alternating with a bare Textual app (bench/textual_floor.py: the floor); first token: Pilot, Enter to reply text on screen; "
+        "alternating with two bare Textual apps (bench/textual_floor.py: one line of text, the floor; and the chat screen's "
+        "widgets with the same footer keys, the chat floor; app_minus_chat_floor_ms: median of the per-round differences); first token: Pilot, Enter to reply text on screen; "
         f"on-screen tokens/s: Pilot, {ONSCREEN_TOKENS}-token reply (top-k 50, seed), first piece shown to the whole reply "
-        "shown, vs the same reply decoded headless (ChatModel.stream on a thread, no UI), alternating",
+        "shown, vs the same reply decoded headless (ChatModel.stream on a thread, no UI), alternating; the ratio: median of "
+        "each round's on-screen / headless",
     }
 
 
 if __name__ == "__main__":
-    import json
-
     print(json.dumps(measure_app(sys.argv[1] if len(sys.argv) > 1 else "quality"), indent=2))

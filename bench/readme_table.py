@@ -55,6 +55,11 @@ def markdown(r: dict) -> str:
          f"{_n(a.get('first_frame_ms'))} ms / {_n(a.get('first_token_ms'))} ms", "", "<= 500 / <= 150 ms"),
         ("app: first frame of a bare Textual app launched the same way (the floor)", "",
          f"{_n(a.get('textual_floor_first_frame_ms'))} ms", "", ""),
+    ]
+    if a.get("textual_chat_floor_first_frame_ms"):
+        rows.append(("app: first frame of a bare Textual app with the chat screen's widgets and keys", "",
+                     f"{_n(a.get('textual_chat_floor_first_frame_ms'))} ms", "", ""))
+    rows += [
         ("peak RSS: training `seed` " + (f"(eval of {m['eval_blocks']} blocks)" if "eval_blocks" in m else "(eval of 8 blocks: an old report)")
          + " / chatting", "",
          f"{_n(m.get('train_peak_rss_mb'))} MB / {_n(m.get('chat_peak_rss_mb'))} MB", "", "<= 1.5 GB"),

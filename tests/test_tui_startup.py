@@ -151,10 +151,16 @@ async def test_screens_keys_and_palette(fresh_dirs):
 def test_bench_first_frame_in_a_pty(fresh_dirs):
     """bench/app_latency's measurement: the installed command in a pseudo-terminal."""
     sys.path.insert(0, ROOT)
-    from bench.app_latency import first_frame
+    from bench.app_latency import chat_floor_keys, first_frame
 
     ms, torch_loaded = first_frame("no-such-checkpoint")
     assert 0 < ms < 20_000 and not torch_loaded
+    # the floors: a bare Textual app, and one with the chat screen's widgets and footer keys
+    keys = chat_floor_keys()
+    assert {"f1", "f2", "f3", "ctrl+n", "ctrl+q"} <= {key for key, _ in keys} and "f7" not in {key for key, _ in keys}
+    for floor_keys in (None, keys):
+        ms, torch_loaded = first_frame(None, floor_keys=floor_keys)
+        assert 0 < ms < 20_000 and not torch_loaded
 
 
 async def test_footer_rebuilds_only_when_its_keys_change(fresh_dirs, monkeypatch):
