@@ -141,6 +141,8 @@ async def test_pause_resume_and_stop_saves(fresh_dirs):
         state = app.run_state
         await wait_until(pilot, lambda: state.step is not None or state.status == "failed", 120, "a first step")
         assert state.status == "running", state.error
+        await pilot.pause()
+        assert "Training: running" in plain(screen.query_one("#train-status"))
         await pilot.press("ctrl+b")
         await wait_until(pilot, lambda: state.status == "paused", 60, "the pause")
         assert "paused" in plain(screen.query_one("#train-status"))

@@ -282,7 +282,7 @@ class TrainingScreen(Screen):
         label = {
             "idle": ("idle", "dim"),
             "starting": ("starting", "yellow"),
-            "running": ("training", "green"),
+            "running": ("running", "green"),
             "pausing": ("pausing at the end of this step\u2026", "yellow"),
             "paused": ("paused", "yellow"),
             "stopping": ("stopping: saving a checkpoint\u2026", "yellow"),
