@@ -57,6 +57,23 @@ async def test_form_validation_refuses_bad_values(fresh_dirs):
             assert app.run_state.status == "idle"
 
 
+async def test_sample_history_wraps_to_its_width_at_80_columns(fresh_dirs):
+    """RichLog renders each line at least 78 cells wide unless told otherwise: at 80 columns the
+    samples' panel (~40 cells) cut every line instead of wrapping it."""
+    from textual.widgets import RichLog
+
+    app = MiniGPTApp(autoload=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open_training(pilot, app)
+        history = screen.query_one("#sample-history", RichLog)
+        await wait_until(pilot, lambda: history.lines, 5, "the placeholder")
+        width = history.scrollable_content_region.width
+        assert 0 < width < 60
+        assert all(line.cell_length <= width for line in history.lines)
+        text = " ".join("".join(seg.text for seg in line).strip() for line in history.lines)
+        assert text == "no sample yet: the model's words appear here at every evaluation"
+
+
 async def test_tiny_run_from_the_app(fresh_dirs):
     """Start a run from the form; watch progress; the checkpoint appears; the chat gets it."""
     app = MiniGPTApp()

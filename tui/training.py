@@ -132,7 +132,7 @@ class TrainingScreen(Screen):
                     yield Label("  grad norm ", classes="spark-label")
                     yield Sparkline([], id="grad-spark")
                 yield Static("", id="run-eval")
-                yield RichLog(id="sample-history", wrap=True, markup=False, max_lines=500)
+                yield RichLog(id="sample-history", wrap=True, markup=False, max_lines=500, min_width=20)
                 yield Static("", id="run-error", classes="form-error")
                 with Horizontal(id="run-buttons"):
                     yield Button("Pause", id="pause", compact=True)
