@@ -230,3 +230,5 @@ async def test_footer_shows_the_screens_and_help_first_at_80_columns(fresh_dirs)
             # then the screen's own keys, before the app's others (F4, F5, Ctrl+Q)
             owners = [app.screen.active_bindings[k.key].node is app for k in keys[4:]]
             assert owners == sorted(owners), (view, [k.key for k in keys])
+            if view == "checkpoints":  # the focused table's Enter: shown, right after Help
+                assert app.focused.id == "ckpt-table" and keys[4].key == "enter", [k.key for k in keys]

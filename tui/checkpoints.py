@@ -82,6 +82,13 @@ def _cells(info, active: str | None) -> list:
     ]
 
 
+class PickerTable(DataTable):
+    """A table of the picker: its Enter (the row's checkpoint or model becomes the active one) is
+    shown in the footer while the table has focus, where DataTable's own Enter is hidden."""
+
+    BINDINGS = [Binding("enter", "select_cursor", "Use", id="ckpt.use")]  # (a keymap moves both)
+
+
 class CheckpointsScreen(Screen):
     BINDINGS = [
         Binding("enter", "activate", "Use", id="ckpt.use", show=True),
@@ -106,9 +113,9 @@ class CheckpointsScreen(Screen):
         yield Static("", id="ckpt-status")
         with Vertical(id="ckpt-body"):
             yield Label("Saved checkpoints", classes="section-title")
-            yield DataTable(id="ckpt-table", cursor_type="row", zebra_stripes=True)
+            yield PickerTable(id="ckpt-table", cursor_type="row", zebra_stripes=True)
             yield Label("Hugging Face cache", classes="section-title")
-            yield DataTable(id="hf-table", cursor_type="row", zebra_stripes=True)
+            yield PickerTable(id="hf-table", cursor_type="row", zebra_stripes=True)
         yield AppFooter()
 
     def on_mount(self) -> None:
