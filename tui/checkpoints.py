@@ -82,16 +82,11 @@ def _cells(info, active: str | None) -> list:
     ]
 
 
-class PickerTable(DataTable):
-    """A table of the picker: its Enter (the row's checkpoint or model becomes the active one) is
-    shown in the footer while the table has focus, where DataTable's own Enter is hidden."""
-
-    BINDINGS = [Binding("enter", "select_cursor", "Use", id="ckpt.use")]  # (a keymap moves both)
-
-
 class CheckpointsScreen(Screen):
     BINDINGS = [
-        Binding("enter", "activate", "Use", id="ckpt.use", show=True),
+        # Priority: the focused table's own Enter (hidden) would take the key, and the footer
+        # would never say how to use a checkpoint; action_activate serves both tables.
+        Binding("enter", "activate", "Use", id="ckpt.use", show=True, priority=True),
         Binding("i", "details", "Details", id="ckpt.details"),
         Binding("r", "rename", "Rename", id="ckpt.rename"),
         Binding("d,delete", "delete", "Delete", id="ckpt.delete"),
@@ -113,9 +108,9 @@ class CheckpointsScreen(Screen):
         yield Static("", id="ckpt-status")
         with Vertical(id="ckpt-body"):
             yield Label("Saved checkpoints", classes="section-title")
-            yield PickerTable(id="ckpt-table", cursor_type="row", zebra_stripes=True)
+            yield DataTable(id="ckpt-table", cursor_type="row", zebra_stripes=True)
             yield Label("Hugging Face cache", classes="section-title")
-            yield PickerTable(id="hf-table", cursor_type="row", zebra_stripes=True)
+            yield DataTable(id="hf-table", cursor_type="row", zebra_stripes=True)
         yield AppFooter()
 
     def on_mount(self) -> None:
