@@ -239,23 +239,21 @@ class CheckpointsScreen(Screen):
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         if event.data_table.id == "hf-table":
-            path = event.row_key.value
-            model = next((m for m in self.hf_models if m["path"] == path), None)
-            if model:
-                self.app.activate_folder(model["path"], model["repo_id"])
-                self.app.switch_mode("chat")
+            self._use_hf_model(event.row_key.value)
             return
         self.action_activate()
+
+    def _use_hf_model(self, path: str) -> None:
+        model = next((m for m in self.hf_models if m["path"] == path), None)
+        if model:
+            self.app.activate_folder(model["path"], model["repo_id"])
+            self.app.switch_mode("chat")
 
     def action_activate(self) -> None:
         if self.focused is not None and self.focused.id == "hf-table":
             hf = self.query_one("#hf-table", DataTable)
             if hf.row_count:
-                key = hf.coordinate_to_cell_key(hf.cursor_coordinate).row_key.value
-                model = next((m for m in self.hf_models if m["path"] == key), None)
-                if model:
-                    self.app.activate_folder(model["path"], model["repo_id"])
-                    self.app.switch_mode("chat")
+                self._use_hf_model(hf.coordinate_to_cell_key(hf.cursor_coordinate).row_key.value)
             return
         info = self._selected_usable()
         if info is None:
