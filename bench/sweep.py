@@ -112,6 +112,8 @@ def run_one(flags: str, data: str, budget: str, root: Path, name: str, log) -> d
         tokens_per_s=round(meta["tokens_seen"] / train_s, 1) if train_s else None,
         val_loss=score["loss"], val_bits_per_byte=score["bits_per_byte"], val_word_perplexity=score.get("word_perplexity"),
         val_tokens=score["tokens"],
+        # conversations (engine.chat_eval): end-of-turn rate, mean reply tokens, reply-ranking top-1
+        val_eot_rate=score.get("eot_rate"), val_reply_tokens=score.get("reply_tokens"), val_ranking_top1=score.get("ranking_top1"),
     )
     log(f"[sweep] {name}: bpb {row['val_bits_per_byte']:.4f} word ppl {row['val_word_perplexity']} "
         f"({row['steps']} steps, {row['tokens_per_s']} tok/s)")
@@ -165,6 +167,8 @@ def sweep(data: str, budget: str, configs: list[str], keep: str | None = None, l
 
 def table(report: dict) -> str:
     rows = sorted(report["rows"], key=lambda r: r.get("val_bits_per_byte") or 99)
+    if any(r.get("val_ranking_top1") is not None for r in rows):
+        return chat_table(report, rows)
     lines = [
         f"sweep: {report['budget']} per run on {report['data']} ({report['date']})",
         "| flags (added to the defaults) | val bits/byte | val word ppl | steps | tokens/s | peak RSS MB |",
@@ -179,6 +183,25 @@ def table(report: dict) -> str:
             f"| `{r['flags'] or '(defaults)'}` | {r['val_bits_per_byte']:.4f} | {wp:.1f} | {r['steps']} | {r['tokens_per_s']:,.0f} | "
             f"{r['train_peak_rss_mb']} |" if wp is not None else
             f"| `{r['flags'] or '(defaults)'}` | {r['val_bits_per_byte']:.4f} | - | {r['steps']} | {r['tokens_per_s']:,.0f} | {r['train_peak_rss_mb']} |"
+        )
+    return "\n".join(lines)
+
+
+def chat_table(report: dict, rows: list[dict]) -> str:
+    """The table of a sweep on conversations: the assistant tokens' bits per byte and the chat scores."""
+    lines = [
+        f"sweep: {report['budget']} per run on {report['data']} ({report['date']})",
+        "| flags (added to the defaults) | val bits/byte (assistant) | end-of-turn | reply tokens | ranking top-1 | steps | tokens/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| `{r['flags'] or '(defaults)'}` | failed: {r['error']} | | | | | |")
+            continue
+        lines.append(
+            f"| `{r['flags'] or '(defaults)'}` | {r['val_bits_per_byte']:.4f} | {pct(r.get('val_eot_rate'))} | {r.get('val_reply_tokens')} | "
+            f"{pct(r.get('val_ranking_top1'))} | {r['steps']} | {r['tokens_per_s']:,.0f} |"
         )
     return "\n".join(lines)
 

@@ -25,6 +25,11 @@ from .checkpoints import RESUME_DIR
 from .events import CheckpointSaved, TrainEval, TrainPaused, TrainResumed, TrainSample, TrainStarted, TrainStep
 from .train import EVALS_PER_BUDGET, MODEL_FILES, RESUME_FILES, SAVING, UNCAPPED_STEPS, TrainConfig, _now
 
+# Each evaluation of a chat run scores this many held-out openers and ranking items
+# (engine.chat_eval; `minigpt-tui eval` scores the whole split)
+EVAL_EOT_REPLIES = 16
+EVAL_RANKING_ITEMS = 32
+
 if TYPE_CHECKING:
     from .schedule import TrainClock
     from .train import TrainingJob
@@ -61,6 +66,7 @@ class RunContext:
     clock: "TrainClock"
     previous: dict  # the resumed checkpoint's metadata ({} for a new run)
     started: float  # time.time() at the start of the run
+    val_conversations: Any = None  # a chat run: the validation conversations (a 'messages' Dataset)
 
 
 class EventCallback(TrainerCallback):
@@ -79,6 +85,7 @@ class EventCallback(TrainerCallback):
         self.step_began = None
         self.time_up = False  # the time budget is spent (decided in on_optimizer_step)
         self.next_eval_s = None  # timed evaluations: the training time of the next one
+        self.last_chat = None  # the last evaluation's engine.chat_eval.ChatScores (chat runs)
 
     def on_train_begin(self, args, state, control, **kwargs):
         c = self.ctx
@@ -208,8 +215,24 @@ class EventCallback(TrainerCallback):
 
         c = self.ctx
         result = evaluate(model, c.val_set, c.token_bytes, c.device, c.dtype, stop=None, word_table=c.word_table)
+        was_training = model.training
+        model.eval()
+        try:
+            chat = ChatModel(model=model, tokenizer=c.tokenizer, name=self.job.name, device=c.device, dtype=c.dtype)
+            if c.val_conversations is not None:
+                from .chat_eval import chat_scores
+
+                conversations = list(c.val_conversations["messages"])
+                self.last_chat = chat_scores(chat, conversations, EVAL_EOT_REPLIES, EVAL_RANKING_ITEMS)
+            text = chat.generate_text(
+                c.sample_prompt,
+                Sampling(temperature=0.8, top_k=40, top_p=1.0, repetition_penalty=1.0, max_new_tokens=c.cfg.sample_tokens, seed=0),
+            )
+        finally:
+            model.train(was_training)
         if result is not None:
             self.last_eval, self.eval_step = result, step
+            scores = self.last_chat
             self.job.emit(
                 TrainEval(
                     step=step,
@@ -217,18 +240,10 @@ class EventCallback(TrainerCallback):
                     perplexity=result.perplexity,
                     bits_per_byte=result.bits_per_byte,
                     word_perplexity=result.word_perplexity,
+                    eot_rate=scores.eot_rate if scores else None,
+                    ranking_top1=scores.ranking_top1 if scores else None,
                 )
             )
-        was_training = model.training
-        model.eval()
-        try:
-            chat = ChatModel(model=model, tokenizer=c.tokenizer, name=self.job.name, device=c.device, dtype=c.dtype)
-            text = chat.generate_text(
-                c.sample_prompt,
-                Sampling(temperature=0.8, top_k=40, top_p=1.0, repetition_penalty=1.0, max_new_tokens=c.cfg.sample_tokens, seed=0),
-            )
-        finally:
-            model.train(was_training)
         self.job.emit(TrainSample(step=step, prompt=c.sample_prompt, text=text))
 
     def on_save(self, args, state, control, **kwargs):
@@ -281,6 +296,10 @@ class EventCallback(TrainerCallback):
             "bits_per_byte": ev.bits_per_byte if ev else prev.get("bits_per_byte"),
             "word_level": c.word_table is not None,
             "word_perplexity": ev.word_perplexity if ev else prev.get("word_perplexity"),
+            "chat": bool(getattr(c.tokenizer, "chat_template", None)),
+            "assistant": cfg.assistant if c.val_conversations is not None else None,
+            "eot_rate": self.last_chat.eot_rate if self.last_chat else prev.get("eot_rate"),
+            "ranking_top1": self.last_chat.ranking_top1 if self.last_chat else prev.get("ranking_top1"),
             "eval_step": self.eval_step if ev else prev.get("eval_step"),
             "wall_time_s": round(float(prev.get("wall_time_s", 0.0)) + (time.time() - c.started), 2),
             "created": prev.get("created") or datetime.fromtimestamp(c.started, timezone.utc).isoformat(timespec="seconds"),

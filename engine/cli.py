@@ -82,14 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     # its flags are TrainConfig's (train_parser), read in main() once the command is known
     sub.add_parser("train", help=TRAIN_HELP, add_help=False)
 
-    g = sub.add_parser("generate", help="stream a continuation of a prompt to stdout")
+    g = sub.add_parser("generate", help="stream a reply (a chat model) or a continuation of a prompt to stdout")
     g.add_argument("--checkpoint", required=True)
     g.add_argument("--prompt", required=True)
+    g.add_argument("--system", help="a chat model's system prompt")
+    g.add_argument("--raw", action="store_true", help="a chat model continues the prompt's text instead of replying to it")
     _sampling_args(g)
 
     c = sub.add_parser("chat", help="chat line by line on stdin/stdout")
     c.add_argument("--plain", action="store_true", help="plain line-by-line chat (no full-screen app)")
     c.add_argument("--checkpoint")
+    c.add_argument("--system", help="the system prompt (a chat model's system turn)")
     _sampling_args(c)
 
     k = sub.add_parser("checkpoints", help="list and manage saved checkpoints")
@@ -199,9 +202,13 @@ class _Progress:
             )
         elif isinstance(event, ev.TrainEval):
             words = f"  word perplexity {event.word_perplexity:.1f}" if event.word_perplexity is not None else ""
+            chat = (
+                f"  end-of-turn {event.eot_rate:.0%}  ranking top-1 {event.ranking_top1:.0%}"
+                if event.eot_rate is not None and event.ranking_top1 is not None else ""
+            )
             self._line(
                 f"eval @ {event.step}: val loss {event.val_loss:.4f}  perplexity {event.perplexity:.1f}  "
-                f"bits/byte {event.bits_per_byte:.4f}{words}"
+                f"bits/byte {event.bits_per_byte:.4f}{words}{chat}"
             )
         elif isinstance(event, ev.TrainSample):
             sample = " ".join((event.prompt + event.text).split())
@@ -301,12 +308,20 @@ def cmd_generate(args) -> int:
     sampling = _sampling_from(args)
     chat = ChatModel.from_checkpoint(args.checkpoint, device=args.device)
     chat.warm_up()  # the fast decode path's self-check: a few ms, no compilation
-    _, finished = _stream_reply(chat, args.prompt, sampling, sys.stdout)
+    prompt = args.prompt
+    if chat.is_chat and not args.raw:  # a chat model replies to the prompt as a user turn, and ends its turn
+        prompt, _ = chat.fit_chat(_system(args) + [{"role": "user", "content": args.prompt}], sampling.max_new_tokens)
+    _, finished = _stream_reply(chat, prompt, sampling, sys.stdout)
     sys.stdout.write("\n")
     if finished and os.environ.get("MINIGPT_STATS"):
         _err(f"{finished.new_tokens} tokens, {finished.tokens_per_s or 0:.1f} tok/s, first token {1000 * (finished.time_to_first_token_s or 0):.0f} ms"
              f", decode: {chat.decode_note}")
     return EXIT_OK
+
+
+def _system(args) -> list[dict]:
+    """The system turn that --system asks for (none when empty)."""
+    return [{"role": "system", "content": args.system}] if getattr(args, "system", None) else []
 
 
 def cmd_chat(args) -> int:
@@ -326,7 +341,7 @@ def cmd_chat(args) -> int:
     interactive = sys.stdin.isatty()
     if interactive:
         print(f"chatting with '{name}' (empty line or Ctrl+D to quit)", file=sys.stderr)
-    history: list[dict] = []
+    history: list[dict] = _system(args)
     while True:
         if interactive:
             sys.stderr.write("> ")
@@ -340,7 +355,7 @@ def cmd_chat(args) -> int:
                 break
             continue
         history.append({"role": "user", "content": text})
-        reply, _ = _stream_reply(chat, chat.encode_chat(history), sampling, sys.stdout)
+        reply, _ = _stream_reply(chat, chat.fit_chat(history, sampling.max_new_tokens)[0], sampling, sys.stdout)
         sys.stdout.write("\n")
         sys.stdout.flush()
         history.append({"role": "assistant", "content": reply})
@@ -417,7 +432,7 @@ def cmd_eval(args) -> int:
 
     spec = args.dataset or info.meta.get("dataset_spec")
     config = args.dataset_config if args.dataset else info.meta.get("dataset_config")
-    source = data_mod.resolve(spec, config, lambda m: _err(f"note: {m}"))
+    source = data_mod.resolve(spec, config, lambda m: _err(f"note: {m}"), info.meta.get("assistant") or "both")
     if args.word_level or (not args.dataset and info.meta.get("word_level")):
         source.word_level = True
     block = int(info.meta.get("block_size") or 128)
@@ -451,6 +466,19 @@ def cmd_eval(args) -> int:
     }
     if result.word_perplexity is not None:
         report.update(word_perplexity=round(result.word_perplexity, 3), words=result.words)
+    if source.chat and getattr(tokenizer, "chat_template", None):
+        from .chat_eval import chat_scores
+        from .generate import ChatModel
+
+        chat = ChatModel(model=model, tokenizer=tokenizer, name=args.checkpoint, device=device, dtype=dtype)
+        chat.warm_up()
+        conversations = list(source.splits[split]["messages"])
+        scores = chat_scores(chat, conversations, len(conversations), len(conversations))
+        report.update(
+            eot_rate=None if scores.eot_rate is None else round(scores.eot_rate, 4), eot_replies=scores.eot_replies,
+            reply_tokens=None if scores.reply_tokens is None else round(scores.reply_tokens, 1),
+            ranking_top1=None if scores.ranking_top1 is None else round(scores.ranking_top1, 4), ranking_items=scores.ranking_items,
+        )
     print(json.dumps(report))
     return EXIT_OK
 

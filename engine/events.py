@@ -64,6 +64,8 @@ class TrainEval:
     perplexity: float
     bits_per_byte: float
     word_perplexity: float | None = None  # on word-level text (WikiText .tokens, --word-level)
+    eot_rate: float | None = None  # chat models: replies to held-out openers that ended their turn (engine.chat_eval)
+    ranking_top1: float | None = None  # chat models: the true reply ranked first of 6 (chance 1/6)
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ class GenerationStarted:
     prompt_tokens: int
     truncated_tokens: int
     max_new_tokens: int
+    dropped_turns: int = 0  # a chat prompt's oldest turns left out to fit the window (ChatModel.fit_chat)
 
 
 @dataclass(frozen=True)
@@ -164,10 +167,11 @@ class TokenGenerated:
 class GenerationFinished:
     text: str
     new_tokens: int
-    stop_reason: str  # "eos" | "length" | "cancelled"
+    stop_reason: str  # "eos" (a stop id: the end of the turn, or end of text) | "length" | "cancelled"
     time_to_first_token_s: float | None
     tokens_per_s: float | None
     elapsed_s: float
+    stop_token_id: int | None = None  # with "eos": which stop id ended the reply
 
 
 @dataclass(frozen=True)

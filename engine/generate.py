@@ -52,6 +52,7 @@ class ChatModel:
         self._fast_lock = threading.Lock()  # one reply (or warm-up) at a time on the decoder's cache
         self._process = None  # a DecodeProcess decoding replies apart from this one (start_process)
         self.process_note = ""  # why replies do not decode in a child process, when one was asked for
+        self.stop_ids = stop_ids_of(self.model, self.tokenizer)
 
     @classmethod
     def from_checkpoint(cls, name: str, store=None, device: str = "auto") -> "ChatModel":
@@ -93,11 +94,17 @@ class ChatModel:
 
         return n_positions(self.model)
 
+    @property
+    def is_chat(self) -> bool:
+        """Whether the model has a chat template (prompts are rendered turns, replies end at
+        the end of the turn)."""
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
     def encode_chat(self, messages: list[dict]) -> list[int]:
         """Token ids for a conversation: the chat template when the tokenizer has one, else a
         plain continuation prompt (the turns' text, one paragraph each)."""
         tok = self.tokenizer
-        if getattr(tok, "chat_template", None):
+        if self.is_chat:
             out = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
             if hasattr(out, "get") and not isinstance(out, list):
                 out = out.get("input_ids", out)
@@ -106,6 +113,21 @@ class ChatModel:
             return list(out)
         text = "\n\n".join(m["content"] for m in messages if m.get("content"))
         return tok(text, add_special_tokens=False)["input_ids"]
+
+    def fit_chat(self, messages: list[dict], max_new_tokens: int) -> tuple[list[int], int]:
+        """``encode_chat`` of the most recent turns that leave room for the reply in the window:
+        the oldest turns (never a system prompt, never the last message) are left out whole.
+        Returns (ids, turns left out).  ``stream`` then needs to cut nothing, unless the last
+        message alone is too long."""
+        budget = prompt_budget(self.n_positions, max_new_tokens)
+        system = [m for m in messages[:1] if m.get("role") == "system"]
+        turns = messages[len(system):]
+        dropped = 0
+        ids = self.encode_chat(messages)
+        while len(ids) > budget and len(turns) - dropped > 1:
+            dropped += 1
+            ids = self.encode_chat(system + turns[dropped:])
+        return ids, dropped
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -300,9 +322,7 @@ class ChatModel:
             ids = [tok.eos_token_id if tok.eos_token_id is not None else 0]
         ctx = self.n_positions
         max_new = sampling.max_new_tokens
-        # Keep the end of the prompt: room for the reply, but never less than half the window
-        # for the prompt (long replies slide the window instead, see below).
-        budget = max(1, ctx - min(max_new, ctx // 2))
+        budget = prompt_budget(ctx, max_new)
         truncated = max(0, len(ids) - budget)
         ids = ids[truncated:]
         yield GenerationStarted(prompt_tokens=len(ids), truncated_tokens=truncated, max_new_tokens=max_new)
@@ -313,7 +333,11 @@ class ChatModel:
         # temperature, top-k and top-p: _sample (the warpers' semantics on the k best logits only)
         gen = torch.Generator(device=self.device)
         gen.manual_seed(sampling.seed if sampling.seed is not None else int(time.time_ns() % (2**63)))
-        eos = tok.eos_token_id
+        stop_ids = self.stop_ids
+        # the repetition penalty never touches the stop ids: a chat prompt holds an end of turn
+        # after every turn, and penalising it would keep replies from ending
+        kept = torch.tensor(stop_ids, dtype=torch.long, device=self.device).view(1, -1) if penalized and stop_ids else None
+        stop_token = None
 
         # The context in the window (prompt + reply so far): at most ctx tokens, and a full window
         # slides to its last half.  The repetition penalty reads it from one preallocated buffer.
@@ -338,11 +362,11 @@ class ChatModel:
                 while new_tokens < max_new:
                     scores = last.float()
                     if penalized:
-                        scores = _penalize(scores.clone(), buf[:, : len(window)], penalty)
+                        scores = _penalize(scores.clone(), buf[:, : len(window)], penalty, kept)
                     next_id = scores.argmax(dim=-1, keepdim=True) if greedy else _sample(scores, sampling, gen)
                     token = int(next_id)
-                    if eos is not None and token == eos:
-                        reason = "eos"
+                    if token in stop_ids:
+                        reason, stop_token = "eos", token
                         break
                     if details:
                         choices.append(_choice(last, token))
@@ -392,7 +416,26 @@ class ChatModel:
             time_to_first_token_s=(first_at - t0) if first_at else None,
             tokens_per_s=rate,
             elapsed_s=end - t0,
+            stop_token_id=stop_token,
         )
+
+
+def prompt_budget(ctx: int, max_new_tokens: int) -> int:
+    """Prompt tokens kept in a window of ``ctx``: room for the reply, but never less than half
+    the window (long replies slide the window instead, see ``ChatModel._stream``)."""
+    return max(1, ctx - min(max_new_tokens, ctx // 2))
+
+
+def stop_ids_of(model, tokenizer) -> list[int]:
+    """The ids that end a reply: the model's ``generation_config.eos_token_id`` (one id or a
+    list: a chat checkpoint saves its end of turn and eos there), then the tokenizer's eos."""
+    config = getattr(model, "generation_config", None)
+    ids = getattr(config, "eos_token_id", None)
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is not None and eos not in ids:
+        ids.append(eos)
+    return [int(i) for i in ids]
 
 
 class _ReferenceRunner:
@@ -462,15 +505,18 @@ def _choice(logits, token: int) -> TokenChoice:
     )
 
 
-def _penalize(scores, ids, penalty: float):
+def _penalize(scores, ids, penalty: float, kept=None):
     """transformers' ``RepetitionPenaltyLogitsProcessor`` in place on ``scores`` ([1, vocab]):
     each logit of a token in ``ids`` ([1, n]) divided by ``penalty`` where positive, multiplied
     where negative.  The processor's general version (prompt masks, padding for ids outside the
-    vocabulary, a new tensor) cost 160 us a token; this is three small ops."""
+    vocabulary, a new tensor) cost 160 us a token; this is three small ops.  The ids in ``kept``
+    ([1, m], the stop ids) keep their logits."""
     import torch
 
+    raw = scores.gather(1, kept) if kept is not None else None
     seen = scores.gather(1, ids)
-    return scores.scatter_(1, ids, torch.where(seen < 0, seen * penalty, seen / penalty))
+    scores.scatter_(1, ids, torch.where(seen < 0, seen * penalty, seen / penalty))
+    return scores if raw is None else scores.scatter_(1, kept, raw)
 
 
 def _sample(scores, sampling: Sampling, gen):

@@ -94,12 +94,16 @@ def load_gpt2(notify: Notify | None = None):
     return tok
 
 
-def train_bpe(texts: Callable[[], Iterable[str]], vocab_size: int, key: str, notify: Notify | None = None):
-    """Train (or reuse from the cache) a byte-level BPE of ``vocab_size`` tokens."""
+def train_bpe(texts: Callable[[], Iterable[str]], vocab_size: int, key: str, notify: Notify | None = None, chat: bool = False):
+    """Train (or reuse from the cache) a byte-level BPE of ``vocab_size`` tokens.  ``chat``: it
+    also reserves the turn tokens and carries the chat template (``engine.chat_format``)."""
+    from .chat_format import TURN_TOKENS, add_chat_format
+
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    digest = hashlib.sha1(f"{key}|{vocab_size}".encode()).hexdigest()[:16]
+    special = [EOS, *TURN_TOKENS] if chat else [EOS]
+    digest = hashlib.sha1(f"{key}|{vocab_size}{'|chat' if chat else ''}".encode()).hexdigest()[:16]
     target = paths.cache_dir() / "tokenizers" / f"bpe-{vocab_size}-{digest}"
     if (target / "tokenizer.json").is_file():
         return AutoTokenizer.from_pretrained(str(target))
@@ -110,13 +114,15 @@ def train_bpe(texts: Callable[[], Iterable[str]], vocab_size: int, key: str, not
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[EOS],
+        special_tokens=special,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(texts(), trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, unk_token=EOS)
     fast.model_max_length = 1_000_000
+    if chat:
+        add_chat_format(fast)  # the turn tokens are in the vocabulary already: marks them special, sets the template
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     fast.save_pretrained(str(tmp))

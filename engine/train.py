@@ -22,6 +22,8 @@ from pathlib import Path
 from . import data as data_mod
 from . import distributed as dist
 from . import tokenizer as tok_mod
+from .chat_format import add_chat_format, has_own_format, stop_token_ids
+from .conversations import ASSISTANT_CHOICES
 from .checkpoints import META_FILE, RESUME_DIR, CheckpointStore, link_or_copy, validate_name
 from .errors import CheckpointError, EngineError, UsageError
 from .events import Notice, Sink, TrainCancelled, TrainFailed, TrainFinished
@@ -55,7 +57,9 @@ class TrainConfig:
     """What a training run is asked to do: the one place for its flags, their defaults and
     (``check``) their validation.  The CLI, the app's form and the benchmark all build one."""
 
-    dataset: str | None = option(None, "hub id (default wikitext), a file or folder, or 'builtin'", metavar="SPEC")
+    dataset: str | None = option(
+        None, "hub id (default wikitext), a file or folder, 'builtin' (the Bible) or 'chitchat' (conversations)", metavar="SPEC"
+    )
     dataset_config: str | None = option(None, "hub dataset config (default wikitext-2-raw-v1 for wikitext)", metavar="NAME")
     tokenizer: str | None = option(
         None, f"gpt2 | bpe:N | PATH (default: {DEFAULT_TOKENIZER} trained on the data; with --init, that model's own)",
@@ -110,6 +114,12 @@ class TrainConfig:
     arch: str | None = option(None, "model family at the preset's shape (default: the preset's)", choices=list(ARCHES))
     optimizer: str = option("adamw", "adamw, or muon: Muon for hidden matrices + AdamW for the rest", choices=list(OPTIMIZERS))
     word_level: bool = option(False, "the text is word-level (like WikiText's .tokens): also report word perplexity")
+    assistant: str = option(
+        "both",
+        "in a human-human corpus (chitchat): 'both' trains each chat twice, each speaker once the assistant "
+        "(default; README, 'Chat models'), or 'second': the second speaker only",
+        choices=list(ASSISTANT_CHOICES),
+    )
 
     def check(self) -> "TrainConfig":
         """Raise UsageError for values out of range (before anything is loaded or written)."""
@@ -132,6 +142,8 @@ class TrainConfig:
             raise UsageError("--time must be a finite duration")
         if self.arch not in (None, *ARCHES):
             raise UsageError(f"unknown architecture '{self.arch}': use {' or '.join(ARCHES)}")
+        if self.assistant not in ASSISTANT_CHOICES:
+            raise UsageError(f"unknown assistant speaker '{self.assistant}': use {' or '.join(ASSISTANT_CHOICES)}")
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"unknown optimizer '{self.optimizer}': use {' or '.join(OPTIMIZERS)}")
         if self.arch and self.init:
@@ -184,17 +196,20 @@ class TrainConfig:
 
 # The first-run button's budget: minutes of training (tokenizer, data and saving come on top).
 FIRST_RUN_BUDGET_S = {"cpu": 180.0, "cuda": 60.0}
+# ... and its data: conversations, so that the model a new user meets can take turns (README, "Chat
+# models": conversations only, from scratch, beat a base run then chat tuning at this budget).
+FIRST_RUN_DATASET = "chitchat"
 
 
 def first_run_config(preset: str = "seed", device: str | None = None) -> TrainConfig:
-    """The model a new user gets from one key: the defaults (WikiText-2, or the built-in corpus
-    offline; the default tokenizer) for a short time budget, 3 minutes on a CPU and 1 on a GPU.
+    """The model a new user gets from one key: a chat model, the defaults on the offline chitchat
+    conversations, for a short time budget, 3 minutes on a CPU and 1 on a GPU.
     Without ``device`` this asks torch which one there is (call it off the UI thread)."""
     if device is None:
         from .model import pick_device
 
         device = pick_device("auto")[0]
-    return TrainConfig(preset=preset, time_budget=FIRST_RUN_BUDGET_S.get(device, FIRST_RUN_BUDGET_S["cpu"]))
+    return TrainConfig(preset=preset, dataset=FIRST_RUN_DATASET, time_budget=FIRST_RUN_BUDGET_S.get(device, FIRST_RUN_BUDGET_S["cpu"]))
 
 
 class _Cancelled(Exception):
@@ -331,6 +346,7 @@ class TrainingJob:
                     warmdown=cfg.warmdown if cfg.warmdown is not None else previous.get("warmdown"),
                     embedding_lr_scale=self._resumed_embedding_lr_scale(cfg, previous),
                     word_level=cfg.word_level or bool(previous.get("word_level")),
+                    assistant=previous.get("assistant") or cfg.assistant,
                 )
                 cfg = self._resumed_budget(cfg, previous, steps_given)
             elif self.store.exists(self.name):
@@ -392,16 +408,20 @@ class TrainingJob:
         # tokenizer and data
         kind, bpe_size = tok_mod.parse_spec(cfg.tokenizer_spec)
         self.doing = "reading the dataset"
-        source = data_mod.resolve(cfg.dataset, cfg.dataset_config, notify)
+        source = data_mod.resolve(cfg.dataset, cfg.dataset_config, notify, cfg.assistant)
         if cfg.word_level:
             source.word_level = True
         self._check_stop()
         self.doing = "loading the tokenizer"
         with dist.main_first():  # the main process builds cached tokenizers; the others load them
             tokenizer = self._load_tokenizer(cfg, kind, bpe_size, source, ckpt_dir, notify)
+        grew = source.chat and add_chat_format(tokenizer)  # a tokenizer without a template gets ours
         self._check_stop()
 
-        model, positions, block_size = self._load_model(cfg, preset, tokenizer, ckpt_dir)
+        model, positions, block_size = self._load_model(cfg, preset, tokenizer, ckpt_dir, grow=grew)
+        if has_own_format(tokenizer):  # replies end at the end of the turn: saved in generation_config.json
+            model.generation_config.eos_token_id = stop_token_ids(tokenizer)
+            model.generation_config.pad_token_id = tokenizer.eos_token_id
 
         self.doing = "tokenizing the dataset (into the cache)"
         with dist.main_first():  # the main process writes the packed cache; the others read it
@@ -459,7 +479,7 @@ class TrainingJob:
             val_set=val_set,
             token_bytes=tok_mod.token_byte_lengths(tokenizer),
             eval_every=eval_every,
-            sample_prompt=tokenizer.decode(packed.splits["validation"][:8].tolist()),
+            sample_prompt=self._sample_prompt(source, tokenizer, packed),
             train_tokens=packed.tokens("train"),
             val_tokens=packed.tokens("validation"),
             lr=lr,
@@ -471,6 +491,7 @@ class TrainingJob:
             word_table=word_table(tokenizer) if source.word_level else None,
             arch=getattr(model.config, "model_type", None) or "?",
             optimizer=cfg.optimizer,
+            val_conversations=source.splits.get("validation") if source.chat else None,
         )
         callback = EventCallback(self, context)
         trainer = MiniTrainer(
@@ -512,9 +533,21 @@ class TrainingJob:
             word_perplexity=last.word_perplexity if last else None,
         )
 
-    def _load_model(self, cfg: TrainConfig, preset, tokenizer, ckpt_dir):
+    @staticmethod
+    def _sample_prompt(source, tokenizer, packed) -> str:
+        """What each evaluation's sample continues: the start of the validation text, or (a chat
+        model) the first validation conversation's opening turn, rendered for a reply."""
+        if not source.chat:
+            return tokenizer.decode(packed.splits["validation"][:8].tolist())
+        from .chat_eval import opener
+
+        first = source.splits["validation"][0]["messages"]
+        return tokenizer.apply_chat_template(opener(first), add_generation_prompt=True, tokenize=False)
+
+    def _load_model(self, cfg: TrainConfig, preset, tokenizer, ckpt_dir, grow: bool = False):
         """The model to train (resumed, --init, or new at the preset's shape; --seed fixes its
-        initial weights), its position limit and the block size."""
+        initial weights), its position limit and the block size.  ``grow``: the tokenizer gained
+        the turn tokens, and the pretrained model's embeddings grow to match."""
         from transformers import set_seed
 
         from .checkpoints import load_model_dir
@@ -535,6 +568,8 @@ class TrainingJob:
         block_size = cfg.block_size or min(preset.block_size, positions)
         if block_size > positions:
             raise UsageError(f"--block-size {block_size} is above the model's {positions} positions")
+        if grow and len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
             raise UsageError(f"the tokenizer ({len(tokenizer)} tokens) does not fit the model's vocabulary")
         return model, positions, block_size
@@ -584,7 +619,8 @@ class TrainingJob:
 
             return AutoTokenizer.from_pretrained(str(ckpt_dir), local_files_only=True)
         if kind == "bpe":
-            return tok_mod.train_bpe(lambda: (t for batch in source.iter_text("train") for t in batch), bpe_size, source.key, notify)
+            texts = lambda: (t for batch in source.iter_text("train") for t in batch)  # noqa: E731
+            return tok_mod.train_bpe(texts, bpe_size, source.key, notify, chat=source.chat)
         if kind == "path":
             return tok_mod.load_from(cfg.tokenizer)
         if cfg.init:

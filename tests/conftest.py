@@ -70,6 +70,19 @@ def tiny_checkpoint(isolated_dirs):
 
 
 @pytest.fixture(scope="session")
+def tiny_chat_checkpoint(isolated_dirs):
+    """Name of a real tiny chat model: a few steps on the chitchat conversations."""
+    from engine.events import TrainFinished
+    from engine.train import TrainConfig, TrainingJob
+
+    result = TrainingJob(
+        TrainConfig(dataset="chitchat", preset="tiny", tokenizer="bpe:2048", max_steps=6, eval_every=6, name="tiny-chat-fixture", eval_blocks=8)
+    ).run()
+    assert isinstance(result, TrainFinished), result
+    return "tiny-chat-fixture"
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint_dir(tiny_checkpoint):
     """Folder of the session's tiny checkpoint (stays valid when a test relocates the data dir)."""
     from engine.checkpoints import CheckpointStore

@@ -19,7 +19,9 @@ def with_eos(chat, token_id):
     tok = copy.deepcopy(chat.tokenizer)
     tok.eos_token = None if token_id is None else tok.convert_ids_to_tokens(token_id)
     assert tok.eos_token_id == token_id
-    return ChatModel(model=chat.model, tokenizer=tok, name=chat.name, device=chat.device)
+    other = ChatModel(model=chat.model, tokenizer=tok, name=chat.name, device=chat.device)
+    other.stop_ids = [] if token_id is None else [token_id]  # not the checkpoint's generation_config
+    return other
 
 
 def run(chat, prompt, sampling, stop=None):

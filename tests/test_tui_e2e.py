@@ -119,3 +119,40 @@ def test_installed_app_in_tmux(ckpt_home, tiny_checkpoint, tmp_path):
         assert exit_file.read_text().strip() == "0"
     finally:
         subprocess.run([TMUX, "-L", tmux.socket, "kill-server"], capture_output=True)
+
+
+def test_a_new_user_trains_the_default_chat_model_and_gets_a_reply_that_ends(tmp_path):
+    """An empty store, as a new user has it: Enter on the first-run panel trains the default model
+    (a chat model on the offline chitchat conversations, the real 3-minute budget), the chat
+    switches to it, and "hi, how are you?" gets a reply that ends by itself before the token limit."""
+    import re
+
+    from engine.settings import Sampling
+
+    env = {k: os.environ[k] for k in ("MINIGPT_OFFLINE", "HF_HUB_OFFLINE")}
+    for var, sub in (("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config"), ("XDG_CACHE_HOME", "cache")):
+        env[var] = str(tmp_path / sub)
+    exports = " ".join(f"{k}={v!s}" for k, v in env.items())
+    exit_file = tmp_path / "exit-code"
+    script = f"cd {tmp_path} && env {exports} TERM=xterm-256color {_command()}; echo $? > {exit_file}; sleep 5"
+    tmux = Tmux(tmp_path)
+    tmux.run("new-session", "-d", "-s", "app", "-x", "100", "-y", "30", script)
+    try:
+        tmux.wait_for("Enter", 60)  # the first-run panel
+        tmux.keys("Enter")
+        tmux.wait_for("Training: running", 120)
+        shown = tmux.wait_for("\u25cf seed-chitchat-", 600)  # trained, saved, and active in the chat
+        tmux.keys("F1")
+        tmux.wait_for("fast decode", 120)
+        tmux.keys("-l", "hi, how are you?")
+        tmux.keys("Enter")
+        shown = tmux.wait_for("tok/s", 120)
+        tokens = int(re.search(r"(\d+) tok \u00b7", shown).group(1))
+        assert 0 < tokens < Sampling().max_new_tokens, shown  # it ended its turn by itself
+        tmux.keys("C-q")
+        deadline = time.monotonic() + 60
+        while not exit_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert exit_file.read_text().strip() == "0"
+    finally:
+        subprocess.run([TMUX, "-L", tmux.socket, "kill-server"], capture_output=True)

@@ -1,0 +1,188 @@
+"""Conversation datasets: where conversations come from, and how they become training rows.
+
+Sources (``--dataset``), each split a ``datasets.Dataset`` with a ``messages`` column (a list of
+``{role, content}``, the OpenAI / Hugging Face convention):
+  * ``chitchat``: the 7,168 human-human chats of the ``chitchat-dataset`` package (MIT), offline.
+    Consecutive messages by one sender form a turn (joined by newlines).  A fixed split by
+    conversation, in the file's order: every 20th from the 10th is test, every 20th from the 20th
+    is validation, the rest train (6,452 / 358 / 358).  The test split is for the final word only.
+    The first speaker is the user and the second the assistant; ``assistant="both"`` (training's
+    default) also trains each training chat with the roles swapped (its turns are then the ones
+    learnt).  Validation and test always take the second speaker as the assistant.
+  * a ``.jsonl`` / ``.parquet`` file (or a folder of them by split) whose rows hold ``messages``,
+    and a hub dataset with a ``messages`` column (``engine.data`` finds them).
+
+``pack_chat`` renders each conversation with the checkpoint's chat format
+(``engine.chat_format``), cuts conversations longer than a row at turn boundaries (a turn longer
+than a row is cut where it must), and packs the pieces into rows of ``block_size`` tokens, the
+space left at a row's end padded and masked.  The loss mask (1 on the assistant's tokens and
+their end of turn) travels with the ids.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .chat_format import Renderer, check_messages, has_own_format, template_render
+from .errors import DataError
+
+CHITCHAT = "chitchat"
+ASSISTANT_CHOICES = ("second", "both")
+_OPEN_ROWS = 16  # rows still being filled while packing (first fit among them)
+HOLD_OUT_FRACTION = 0.05  # conversations held out for validation when a source has no such split
+
+
+def chitchat_path() -> Path:
+    spec = importlib.util.find_spec("chitchat_dataset")
+    path = Path(list(spec.submodule_search_locations)[0]) / "dataset.json" if spec and spec.submodule_search_locations else None
+    if path is None or not path.is_file():
+        raise DataError("the chitchat corpus needs the 'chitchat-dataset' package (pip install chitchat-dataset)")
+    return path
+
+
+def chitchat_split(index: int) -> str:
+    """The fixed split of the ``index``-th conversation (in the file's order)."""
+    return "validation" if index % 20 == 19 else "test" if index % 20 == 9 else "train"
+
+
+def chitchat_turns(conversation: dict) -> list[str]:
+    """A chitchat conversation's turns: each sender's consecutive messages, one per line."""
+    turns: list[str] = []
+    last = None
+    for group in conversation["messages"]:
+        for message in group:
+            text = " ".join(message["text"].split())
+            if not text:
+                continue
+            if message["sender"] == last:
+                turns[-1] += "\n" + text
+            else:
+                turns.append(text)
+                last = message["sender"]
+    return turns
+
+
+def as_messages(turns: list[str], first: str = "user") -> list[dict]:
+    """Alternating turns as messages, the first spoken by ``first``."""
+    other = "assistant" if first == "user" else "user"
+    return [{"role": first if i % 2 == 0 else other, "content": t} for i, t in enumerate(turns)]
+
+
+def chitchat_source(assistant: str = "both"):
+    from .data import TextSource, _quiet_datasets
+
+    if assistant not in ASSISTANT_CHOICES:
+        raise DataError(f"unknown assistant speaker '{assistant}': use {' or '.join(ASSISTANT_CHOICES)}")
+    path = chitchat_path()
+    with path.open(encoding="utf-8") as f:
+        chats = json.load(f)
+    rows: dict[str, list] = {"train": [], "validation": [], "test": []}
+    for i, chat in enumerate(chats.values()):
+        turns = chitchat_turns(chat)
+        if len(turns) < 2:
+            continue
+        split = chitchat_split(i)
+        rows[split].append(as_messages(turns))
+        if split == "train" and assistant == "both":
+            rows[split].append(as_messages(turns, first="assistant"))
+    datasets = _quiet_datasets()
+    splits = {s: datasets.Dataset.from_dict({"messages": r}) for s, r in rows.items()}
+    return TextSource(
+        name="chitchat (human-human chats)" + (", both speakers" if assistant == "both" else ""),
+        spec=CHITCHAT,
+        config=None,
+        key=f"chitchat|{path.stat().st_size}|{assistant}",
+        splits=splits,
+        rows_are_lines=False,
+        chat=True,
+    )
+
+
+def hold_out_conversations(splits: dict) -> dict:
+    """A validation split from the end of the training conversations, when there is none."""
+    if "validation" in splits:
+        return splits
+    train = splits["train"]
+    hold = max(1, int(len(train) * HOLD_OUT_FRACTION))
+    if len(train) - hold < 1:
+        raise DataError(f"too few conversations ({len(train)}) for a training and a validation split")
+    return dict(splits, train=train.select(range(len(train) - hold)), validation=train.select(range(len(train) - hold, len(train))))
+
+
+def conversation_texts(source, split: str = "train", batch: int = 1000):
+    """Every message's text, in batches (to train a tokenizer on)."""
+    ds = source.splits[split]
+    for start in range(0, len(ds), batch):
+        rows = ds[start : start + batch]["messages"]
+        # rows are checked when they are rendered (pack): a bad one is named there, not here
+        yield [m["content"] for conv in rows if isinstance(conv, list) for m in conv if isinstance(m, dict) and isinstance(m.get("content"), str)]
+
+
+# --- rendering and packing ----------------------------------------------------------------
+
+
+def render_split(ds, tokenizer, label: str, batch: int = 512):
+    """Every conversation of a split, rendered (``Rendered``), each row checked first."""
+    renderer = Renderer(tokenizer) if has_own_format(tokenizer) else None
+    for start in range(0, len(ds), batch):
+        convs = [check_messages(m, f"{label}: row {start + i + 1}") for i, m in enumerate(ds[start : start + batch]["messages"])]
+        if renderer is not None:
+            yield from renderer.render_many(convs)
+        else:
+            for conv in convs:
+                yield template_render(tokenizer, conv)
+
+
+def pieces(rendered, block_size: int):
+    """A rendered conversation cut into (ids, mask) pieces of at most ``block_size`` tokens, at
+    turn boundaries where it can: whole turns stay together, a turn longer than a row is cut."""
+    ids, mask = rendered.ids, rendered.mask
+    bounds = sorted(set([0, *rendered.starts, len(ids)]))
+    start = 0
+    for end_i, end in enumerate(bounds[1:], 1):
+        nxt = bounds[end_i + 1] if end_i + 1 < len(bounds) else None
+        if nxt is not None and nxt - start <= block_size:
+            continue  # the next turn still fits with this piece
+        while end - start > block_size:  # one turn longer than a row
+            yield ids[start : start + block_size], mask[start : start + block_size]
+            start += block_size
+        if end > start:
+            yield ids[start:end], mask[start:end]
+        start = end
+
+
+def pack_rows(rendered_iter, block_size: int, pad_id: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Pieces packed into rows of ``block_size``: each piece goes to the first of the last few
+    open rows with room for it, else opens a row; what a row lacks at its end is ``pad_id``,
+    masked.  Returns flat (ids, mask) streams, a whole number of rows long."""
+    open_rows: list[tuple[list, list]] = []
+    done_ids: list[np.ndarray] = []
+    done_mask: list[np.ndarray] = []
+
+    def close(row):
+        ids, mask = row
+        pad = block_size - len(ids)
+        done_ids.append(np.asarray(ids + [pad_id] * pad, dtype=dtype))
+        done_mask.append(np.asarray(mask + [0] * pad, dtype=np.uint8))
+
+    for rendered in rendered_iter:
+        for ids, mask in pieces(rendered, block_size):
+            for row in open_rows:
+                if len(row[0]) + len(ids) <= block_size:
+                    row[0].extend(ids)
+                    row[1].extend(mask)
+                    break
+            else:
+                open_rows.append((list(ids), list(mask)))
+                if len(open_rows) > _OPEN_ROWS:
+                    fullest = max(range(len(open_rows)), key=lambda i: len(open_rows[i][0]))
+                    close(open_rows.pop(fullest))
+    for row in open_rows:
+        close(row)
+    if not done_ids:
+        return np.zeros(0, dtype=dtype), np.zeros(0, dtype=np.uint8)
+    return np.concatenate(done_ids), np.concatenate(done_mask)
