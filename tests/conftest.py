@@ -76,7 +76,7 @@ def tiny_chat_checkpoint(isolated_dirs):
     from engine.train import TrainConfig, TrainingJob
 
     result = TrainingJob(
-        TrainConfig(dataset="chitchat", preset="tiny", tokenizer="bpe:2048", max_steps=6, eval_every=6, name="tiny-chat-fixture", eval_blocks=8)
+        TrainConfig(dataset="chitchat", preset="tiny", tokenizer="bpe:2048", max_steps=40, eval_every=40, name="tiny-chat-fixture", eval_blocks=8)
     ).run()
     assert isinstance(result, TrainFinished), result
     return "tiny-chat-fixture"

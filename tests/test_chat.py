@@ -293,7 +293,7 @@ def test_a_transformers_pipeline_gives_the_apps_greedy_reply(chat_dir, tiny_chat
         out = pipe(messages, max_new_tokens=GREEDY.max_new_tokens, do_sample=False)
         reply = out[0]["generated_text"][-1]
         ours = app.generate_text(app.encode_chat(messages), GREEDY)
-        assert reply["role"] == "assistant" and reply["content"] == ours
+        assert ours and reply["role"] == "assistant" and reply["content"] == ours
 
 
 def test_a_text_checkpoint_chat_tuned_with_init_gets_the_format(tiny_checkpoint_dir, tmp_path):
