@@ -12,10 +12,10 @@ Sources (``--dataset``), each split a ``datasets.Dataset`` with a ``messages`` c
   * a ``.jsonl`` / ``.parquet`` file (or a folder of them by split) whose rows hold ``messages``,
     and a hub dataset with a ``messages`` column (``engine.data`` finds them).
 
-``pack_chat`` renders each conversation with the checkpoint's chat format
+``pack_rows`` takes each conversation rendered with the checkpoint's chat format
 (``engine.chat_format``), cuts conversations longer than a row at turn boundaries (a turn longer
-than a row is cut where it must), and packs the pieces into rows of ``block_size`` tokens, the
-space left at a row's end padded and masked.  The loss mask (1 on the assistant's tokens and
+than a row is cut where it must), and packs the pieces into rows of ``block_size`` tokens by best
+fit, the space left at a row's end padded and masked.  The loss mask (1 on the assistant's tokens and
 their end of turn) travels with the ids.
 """
 
@@ -32,7 +32,7 @@ from .errors import DataError
 
 CHITCHAT = "chitchat"
 ASSISTANT_CHOICES = ("second", "both")
-_OPEN_ROWS = 16  # rows still being filled while packing (first fit among them)
+PACKING = "best-fit-2"  # in the packed cache's key: a new packing makes new rows
 HOLD_OUT_FRACTION = 0.05  # conversations held out for validation when a source has no such split
 
 
@@ -155,34 +155,38 @@ def pieces(rendered, block_size: int):
         start = end
 
 
-def pack_rows(rendered_iter, block_size: int, pad_id: int, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """Pieces packed into rows of ``block_size``: each piece goes to the first of the last few
-    open rows with room for it, else opens a row; what a row lacks at its end is ``pad_id``,
-    masked.  Returns flat (ids, mask) streams, a whole number of rows long."""
-    open_rows: list[tuple[list, list]] = []
-    done_ids: list[np.ndarray] = []
-    done_mask: list[np.ndarray] = []
+def pack_rows(rendered_iter, block_size: int, pad_id: int, dtype, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Pieces packed into rows of ``block_size`` by best fit, longest first (each piece goes to
+    the row with the least room that still holds it), the room left at a row's end ``pad_id``,
+    masked; then the rows in a fixed random order (so that the first rows, which an evaluation
+    during training reads, are a fair sample).  Returns flat (ids, mask) streams, a whole
+    number of rows long."""
+    from bisect import bisect_left, insort
 
-    def close(row):
-        ids, mask = row
-        pad = block_size - len(ids)
-        done_ids.append(np.asarray(ids + [pad_id] * pad, dtype=dtype))
-        done_mask.append(np.asarray(mask + [0] * pad, dtype=np.uint8))
-
-    for rendered in rendered_iter:
-        for ids, mask in pieces(rendered, block_size):
-            for row in open_rows:
-                if len(row[0]) + len(ids) <= block_size:
-                    row[0].extend(ids)
-                    row[1].extend(mask)
-                    break
-            else:
-                open_rows.append((list(ids), list(mask)))
-                if len(open_rows) > _OPEN_ROWS:
-                    fullest = max(range(len(open_rows)), key=lambda i: len(open_rows[i][0]))
-                    close(open_rows.pop(fullest))
-    for row in open_rows:
-        close(row)
-    if not done_ids:
+    cut = [(np.asarray(ids, dtype=dtype), np.asarray(mask, dtype=np.uint8)) for r in rendered_iter for ids, mask in pieces(r, block_size)]
+    if not cut:
         return np.zeros(0, dtype=dtype), np.zeros(0, dtype=np.uint8)
-    return np.concatenate(done_ids), np.concatenate(done_mask)
+    rows: list[list[int]] = []
+    room: list[tuple[int, int]] = []  # (room left, row), sorted
+    for i in sorted(range(len(cut)), key=lambda i: -len(cut[i][0])):
+        n = len(cut[i][0])
+        k = bisect_left(room, (n, -1))
+        if k < len(room):
+            left, row = room.pop(k)
+            rows[row].append(i)
+        else:
+            left, row = block_size, len(rows)
+            rows.append([i])
+        if left - n:
+            insort(room, (left - n, row))
+    ids = np.full((len(rows), block_size), pad_id, dtype=dtype)
+    mask = np.zeros((len(rows), block_size), dtype=np.uint8)
+    for r, members in enumerate(rows):
+        at = 0
+        for i in members:
+            piece_ids, piece_mask = cut[i]
+            ids[r, at : at + len(piece_ids)] = piece_ids
+            mask[r, at : at + len(piece_ids)] = piece_mask
+            at += len(piece_ids)
+    order = np.random.default_rng(seed).permutation(len(rows))
+    return ids[order].reshape(-1), mask[order].reshape(-1)

@@ -411,7 +411,11 @@ def pack(source: TextSource, tokenizer, block_size: int, notify: Notify | None =
         from .conversations import hold_out_conversations
 
         source.splits = hold_out_conversations(source.splits)
-    tok_fp = tokenizer_fingerprint(tokenizer) + (f"|{getattr(tokenizer, 'chat_template', '')}|{hold_out}" if source.chat else "")
+    tok_fp = tokenizer_fingerprint(tokenizer)
+    if source.chat:
+        from .conversations import PACKING
+
+        tok_fp += f"|{getattr(tokenizer, 'chat_template', '')}|{hold_out}|{PACKING}"
     digest = hashlib.sha1(f"{source.key}|{tok_fp}|{block_size}".encode()).hexdigest()[:20]
     cache = paths.cache_dir() / "data" / digest
     if (cache / "meta.json").is_file():
