@@ -124,13 +124,13 @@ def test_train_flags_are_the_config_fields():
     argv = ("--dataset d --dataset-config c --tokenizer bpe:512 --preset tiny --init m --block-size 64 --batch-size 4 "
             "--epochs 2.5 --max-steps 9 --lr 3e-3 --eval-every 5 --save-every 6 --name n --resume r --device cpu --seed 7 "
             "--warmup-steps 3 --weight-decay 0 --adam-beta2 0.9 --embedding-lr-scale 2 --activation gelu --warmdown 0.6 --grad-accum 2 --eval-blocks 8 --sample-tokens 5 --dtype fp32 "
-            "--time 1h30m --arch llama --optimizer muon --word-level").split()
+            "--time 1h30m --arch llama --optimizer muon --word-level --assistant second").split()
     config = train_config(argv)
     assert config == TrainConfig(
         dataset="d", dataset_config="c", tokenizer="bpe:512", preset="tiny", init="m", block_size=64, batch_size=4,
         epochs=2.5, max_steps=9, lr=3e-3, eval_every=5, save_every=6, name="n", resume="r", device="cpu", seed=7,
         warmup_steps=3, weight_decay=0.0, adam_beta2=0.9, embedding_lr_scale=2.0, activation="gelu", warmdown=0.6, grad_accum=2, eval_blocks=8, sample_tokens=5, dtype="fp32",
-        time_budget=5400.0, arch="llama", optimizer="muon", word_level=True,
+        time_budget=5400.0, arch="llama", optimizer="muon", word_level=True, assistant="second",
     )
     assert [f.name for f in fields(TrainConfig) if getattr(config, f.name) == f.default] == []  # each flag reached its field
     assert train_config([]) == TrainConfig()

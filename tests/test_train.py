@@ -311,10 +311,11 @@ def test_default_name_follows_the_data_really_read(fresh_dirs):
     assert TrainingJob._default_name(TrainConfig(dataset="../data/wiki.train.tokens", preset="tiny")).startswith("tiny-wiki-")
 
 
-def test_first_run_config_is_the_defaults_for_a_time_budget():
+def test_first_run_config_is_the_defaults_on_conversations_for_a_time_budget():
     from engine.train import FIRST_RUN_BUDGET_S, first_run_config
 
     cpu, gpu = first_run_config(device="cpu"), first_run_config(device="cuda")
     assert (cpu.time_budget, gpu.time_budget) == (FIRST_RUN_BUDGET_S["cpu"], FIRST_RUN_BUDGET_S["cuda"]) and gpu.time_budget < cpu.time_budget
-    assert cpu.max_steps is None and cpu.dataset is None and cpu.tokenizer_spec == DEFAULT_TOKENIZER
+    assert cpu.max_steps is None and cpu.tokenizer_spec == DEFAULT_TOKENIZER
+    assert cpu.dataset == gpu.dataset == "chitchat" and cpu.assistant == "both"  # a chat model (README, "Chat models")
     assert TrainConfig(init="gpt2").tokenizer_spec == "gpt2"  # fine-tuning keeps the model's own vocabulary

@@ -39,8 +39,8 @@ async def test_broken_checkpoint_listed_with_reason(ckpt_home, tiny_checkpoint):
         screen = await _picker(pilot, app)
         assert _row_names(screen) == [tiny_checkpoint, "broken-one"]  # good ones first
         table = screen.query_one("#ckpt-table", DataTable)
-        cells = [str(c) for c in table.get_row("broken-one")]
-        assert "BROKEN" in cells[1] and "config.json is not valid JSON" in cells[3]
+        cells = dict(zip([c.key.value for c in table.ordered_columns], (str(c) for c in table.get_row("broken-one"))))
+        assert "BROKEN" in cells["preset"] and "config.json is not valid JSON" in cells["dataset"]
         assert "1 broken" in plain(screen.query_one("#ckpt-status"))
         # choosing it explains instead of crashing; the active model stays
         _cursor_to(screen, "broken-one")

@@ -9,7 +9,7 @@ import pytest
 from textual.widgets import DataTable
 
 from test_tui_support import FakeChat, anyio_backend, ckpt_home, copy_checkpoint, plain, wait_until  # noqa: F401
-from engine.train import FIRST_RUN_BUDGET_S
+from engine.train import FIRST_RUN_BUDGET_S, FIRST_RUN_DATASET
 from tui.app import MiniGPTApp
 from tui.chat_widgets import ChatInput, TurnView
 from tui.dialogs import ConfirmScreen, DetailsScreen
@@ -48,7 +48,7 @@ async def test_ctrl_t_trains_the_default_model(fresh_dirs):
         await wait_until(pilot, lambda: app.run_state.status != "idle", 10, "the run to start")
         state = app.run_state
         # the engine's defaults for the first-run budget (the CPU's: no GPU here)
-        assert state.config.preset == "seed" and state.config.max_steps is None and state.config.dataset is None
+        assert state.config.preset == "seed" and state.config.max_steps is None and state.config.dataset == FIRST_RUN_DATASET == "chitchat"
         assert state.config.time_budget == FIRST_RUN_BUDGET_S["cpu"]
         await wait_until(pilot, lambda: app.screen is app.views.get("training"), 10, "the training screen")
         await wait_until(pilot, lambda: state.job is not None or state.done.is_set(), 60, "the job")
@@ -74,9 +74,10 @@ async def test_picker_details_and_header_click_sort(ckpt_home, tiny_checkpoint):
         names = lambda: [row.key.value for row in table.ordered_rows]  # noqa: E731
         assert names() == ["b-more-steps", tiny_checkpoint]  # by name
         # click the "steps" header: ascending steps, then again: descending
-        x = sum(col.get_render_width(table) for col in table.ordered_columns[:4]) + 2
+        steps = [col.key.value for col in table.ordered_columns].index("steps")
+        x = sum(col.get_render_width(table) for col in table.ordered_columns[:steps]) + 2
         await pilot.click("#ckpt-table", offset=(x, 0))
-        await wait_until(pilot, lambda: screen.sort_index == 4, 5, "sort by steps")
+        await wait_until(pilot, lambda: screen.sort_index == steps, 5, "sort by steps")
         assert names() == [tiny_checkpoint, "b-more-steps"]
         await pilot.click("#ckpt-table", offset=(x, 0))
         await wait_until(pilot, lambda: screen.sort_reverse, 5, "reverse sort")

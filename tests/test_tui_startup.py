@@ -10,7 +10,7 @@ import time
 import pytest
 
 from test_tui_support import anyio_backend, ckpt_home, plain, wait_until  # noqa: F401
-from engine.train import FIRST_RUN_BUDGET_S
+from engine.train import FIRST_RUN_BUDGET_S, FIRST_RUN_DATASET
 from tui.app import EXIT_AFTER_FIRST_FRAME_ENV, FIRST_FRAME_ENV, MiniGPTApp
 from tui.chat_widgets import ChatInput
 
@@ -47,7 +47,8 @@ async def test_first_run_offers_default_training(fresh_dirs):
         await wait_until(pilot, lambda: app.screen is app.views.get("training"), 10, "the training screen")
         config = app.run_state.config
         # the engine's defaults for the first-run budget (no GPU here: the CPU's 3 minutes)
-        assert (config.preset, config.max_steps, config.dataset, config.tokenizer) == (MiniGPTApp.DEFAULT_PRESET, None, None, None)
+        assert (config.preset, config.max_steps, config.dataset, config.tokenizer) == (MiniGPTApp.DEFAULT_PRESET, None, FIRST_RUN_DATASET, None)
+        assert FIRST_RUN_DATASET == "chitchat"  # a chat model, on conversations shipped offline
         assert config.time_budget == FIRST_RUN_BUDGET_S["cpu"] == 180
         assert app.run_state.running
         quitting = asyncio.create_task(app.run_action("quit"))
@@ -58,7 +59,7 @@ async def test_first_run_offers_default_training(fresh_dirs):
 
 @pytest.mark.slow
 async def test_first_run_trains_and_quit_saves(fresh_dirs):
-    """The default run takes steps (offline it says it uses the built-in corpus); quitting saves it, exit code 0."""
+    """The default run (a chat model on the offline chitchat conversations) takes steps; quitting saves it, exit code 0."""
     app = MiniGPTApp()
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_until(pilot, lambda: app.model_status == "none", 30, "start-up")
@@ -70,10 +71,10 @@ async def test_first_run_trains_and_quit_saves(fresh_dirs):
         await wait_until(pilot, lambda: app.screen is app.views.get("training"), 10, "the training screen")
         config = app.run_state.config
         assert config.preset == MiniGPTApp.DEFAULT_PRESET and config.time_budget == FIRST_RUN_BUDGET_S["cpu"]
-        assert config.dataset is None  # the engine default (WikiText-2, built-in corpus offline)
+        assert config.dataset == "chitchat"  # the first run trains a chat model
         await wait_until(pilot, lambda: app.run_state.step is not None or app.run_state.status == "failed", 240, "a step")
         assert app.run_state.status != "failed", app.run_state.error
-        assert any("built-in" in line or "builtin" in line for line in app.run_state.log)  # the offline fallback is told
+        assert any("chitchat" in line for line in app.run_state.log)  # what it trains on is told
         step = app.run_state.step
         print(f"default run: step {step.step}/{step.total_steps}, {step.tokens_per_s:.0f} tok/s, eta {step.eta_s:.0f}s")
         # Ctrl+Q waits for the save (stop takes effect after the step, then eval + save), so
@@ -88,7 +89,8 @@ async def test_first_run_trains_and_quit_saves(fresh_dirs):
 
     infos = CheckpointStore().list()
     assert len(infos) == 1 and infos[0].ok and infos[0].meta["steps"] >= 1  # saved before quitting
-    assert infos[0].name.startswith("seed-builtin-"), infos[0].name  # named after the data it really read (offline)
+    assert infos[0].name.startswith("seed-chitchat-"), infos[0].name  # named after the data it read
+    assert infos[0].meta["chat"] is True  # a chat model
     assert infos[0].meta["tokenizer_spec"].startswith("bpe:")  # the engine's default tokenizer
 
 

@@ -101,13 +101,18 @@ def make_fake(store, name: str, **meta) -> Path:
 class FakeChat:
     """Stands in for engine.generate.ChatModel where a test needs exact model text."""
 
-    def __init__(self, pieces: list[str], name: str = "fake", delay: float = 0.0):
+    def __init__(self, pieces: list[str], name: str = "fake", delay: float = 0.0, ends: str = "eos"):
         self.pieces, self.name, self.delay = pieces, name, delay
+        self.ends = ends  # the stop reason of a reply that runs out: "eos" (it ends its turn) or "length"
 
     in_child_process = False  # decodes "here" (ChatModel's decode-process API)
 
     def encode_chat(self, messages):
         return [1, 2, 3]
+
+    def fit_chat(self, messages, max_new_tokens):
+        self.messages = messages  # what the chat sent (a test reads it)
+        return [1, 2, 3], 0
 
     def close_process(self) -> None:
         pass
@@ -122,7 +127,7 @@ class FakeChat:
             time.sleep(self.delay)
             text += piece
             yield TokenGenerated(text=piece, index=i, elapsed_s=0.001 * (i + 1))
-        yield GenerationFinished(text, len(self.pieces), "length", 0.001, 100.0, 0.01)
+        yield GenerationFinished(text, len(self.pieces), self.ends, 0.001, 100.0, 0.01)
 
 
 @pytest.fixture

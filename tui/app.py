@@ -61,8 +61,8 @@ class MiniGPTApp(ActiveModel, TrainingControl, App[int]):
     ]
 
     # The first-run model: engine.train.first_run_config (the "seed" preset, the tutorial's 6x128
-    # GPT-2, with the engine's defaults on WikiText-2 or, offline, the built-in corpus) for 3
-    # minutes of training on a CPU, 1 on a GPU.  Resume it from F3 to train further.
+    # GPT-2, with the engine's defaults): a small chat model on the offline chitchat conversations,
+    # for 3 minutes of training on a CPU, 1 on a GPU.  Resume it from F3 to train further.
     DEFAULT_PRESET = "seed"
 
     # What screens watch (``self.watch(app, ...)``) instead of the app calling into them:

@@ -16,7 +16,7 @@ from .chat_widgets import ChatInput, NoteView, TurnView
 from .conversations import Turn
 from .footer import AppFooter, key_name
 from .messages import ReplyDone, ReplyProgress, ReplyStarted
-from .safe import one_line
+from .safe import literal, one_line
 
 # How often a streaming reply is redrawn, at most (seconds): ~20 updates a second read as
 # smooth, and the decode keeps the interpreter the rest of the time (bench/app_latency.py).
@@ -24,11 +24,10 @@ REPLY_UPDATE_INTERVAL_S = 0.05
 
 WELCOME_NONE = (
     "No checkpoint yet.\n\n"
-    "Press Enter (or Ctrl+T) to train the default model: the 'seed' GPT-2 (6 layers x 128 wide) "
-    "on WikiText-2 for 3 minutes on a CPU (1 on a GPU), plus a minute or so to prepare its "
-    "tokenizer and data. Without internet the built-in corpus is used instead (the training "
-    "screen says so). The chat uses the model as soon as it is saved; train it further later "
-    "from F3 (t).\n\n"
+    "Press Enter (or Ctrl+T) to train the default model: a small chat model (the 'seed' GPT-2, "
+    "6 layers x 128 wide) on the chitchat conversations, shipped with the app, for 3 minutes on a "
+    "CPU (1 on a GPU), plus a minute or so to prepare its tokenizer and data. The chat uses the "
+    "model as soon as it is saved; train it further later from F3 (t).\n\n"
     "Or press F2 to choose your own dataset, size and steps, or F3 to pick a saved model or one "
     "from the Hugging Face cache."
 )
@@ -45,6 +44,8 @@ class ChatScreen(Screen):
         Binding("ctrl+o", "copy_reply", "Copy reply", id="chat.copy"),
         Binding("ctrl+r", "regenerate", "Regenerate", id="chat.regenerate"),
         Binding("ctrl+g", "edit_last", "Edit last", id="chat.edit"),
+        # (Ctrl+Y is the input's redo; Ctrl+S is free in the chat and the input)
+        Binding("ctrl+s", "system_prompt", "System prompt", id="chat.system"),
         Binding("f8", "inspect", "Inspect tokens", id="chat.inspect"),
     ]
 
@@ -58,7 +59,8 @@ class ChatScreen(Screen):
         self.reply_model: str | None = None
         self.reply_conversation: int | None = None  # where the streaming reply belongs
         self.reply_user_turn: Turn | None = None  # the turn the streaming reply answers
-        self.context: tuple[int, int, int] | None = None  # prompt tokens, window, tokens cut
+        self.context: tuple[int, int, int, int] | None = None  # prompt tokens, window, tokens cut, turns left out
+        self.system_prompt: str | None = None  # the open chat's, sent before its turns
         # Replies still streaming for a conversation that left the view (new chat, another
         # chat opened, deleted): reply id -> (conversation id or None to drop, checkpoint).
         self.detached: dict[int, tuple[int | None, str | None]] = {}
@@ -67,6 +69,7 @@ class ChatScreen(Screen):
     # --- layout ---
     def compose(self) -> ComposeResult:
         yield Static("", id="chat-status")
+        yield Static("", id="chat-system")  # the chat's system prompt, one line (hidden without one)
         yield VerticalScroll(id="conversation")  # the welcome joins it when there is no model
         yield ChatInput(id="chat-input")
         yield AppFooter()
@@ -177,15 +180,27 @@ class ChatScreen(Screen):
             text.append(" \u2502 training ", style="dim")
             text.append(one_line(app.run_state.name or "", 24), style="dim")
         if self.context is not None:
-            used, window, cut = self.context
+            used, window, cut, dropped = self.context
             text.append(" \u2502 ctx ", style="dim")
-            text.append(f"{used}/{window}", style="yellow" if cut else "")
-            if cut:
-                text.append(f" (\u2702 {cut} cut)", style="yellow")
+            text.append(f"{used}/{window}", style="yellow" if cut or dropped else "")
+            if cut or dropped:
+                what = [f"{dropped} turn{'s' if dropped != 1 else ''}"] if dropped else []
+                what += [f"{cut} tok"] if cut else []
+                text.append(f" (\u2702 {', '.join(what)} cut)", style="yellow")
         if self.last_stats:
             text.append(" \u2502 ")
             text.append(self.last_stats)
         self.query_one("#chat-status", Static).update(text, layout=False)  # one line, always
+
+    def show_system_prompt(self) -> None:
+        """The chat's system prompt on one line under the status (literal text), or nothing."""
+        line = self.query_one("#chat-system", Static)
+        prompt = self.system_prompt
+        line.display = bool(prompt)
+        if prompt:
+            text = Text("System: ", style="bold")
+            text.append_text(literal(one_line(prompt, 400)))
+            line.update(text)
 
     # --- conversation view ---
     @property
@@ -227,6 +242,8 @@ class ChatScreen(Screen):
             return
         self.clear_view()
         self.conversation_id = conversation_id
+        self.system_prompt = conv.system_prompt
+        self.show_system_prompt()
         self.turns = store.turns(conversation_id)
         self._show_welcome(False)
         self.view.mount_all(
@@ -261,6 +278,8 @@ class ChatScreen(Screen):
     # --- actions ---
     def action_new_chat(self) -> None:
         self.conversation_id = None
+        self.system_prompt = None  # a new chat starts without one
+        self.show_system_prompt()
         self.clear_view()
         self.query_one(ChatInput).clear()
         self.query_one(ChatInput).focus()
@@ -276,6 +295,29 @@ class ChatScreen(Screen):
 
     def action_train_default(self) -> None:
         self.app.train_default()
+
+    def action_system_prompt(self) -> None:
+        """Edit the open chat's system prompt (empty: none); the next reply is made with it."""
+        from .dialogs import PromptScreen
+
+        def done(value: str | None) -> None:
+            if value is None:  # cancelled
+                return
+            self.system_prompt = value or None
+            if self.conversation_id is not None:
+                self.app.conversations.set_system_prompt(self.conversation_id, self.system_prompt)
+            self.show_system_prompt()
+            self.app.notify("System prompt set: the next reply uses it" if value else "System prompt cleared", timeout=3)
+            self.focus_input()
+
+        self.app.push_screen(
+            PromptScreen(
+                "System prompt for this chat (sent before its turns; empty: none)",
+                self.system_prompt or "",
+                placeholder="e.g. You are a friendly assistant. Answer briefly.",
+            ),
+            done,
+        )
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "train-default":
@@ -297,7 +339,7 @@ class ChatScreen(Screen):
         inp.clear()
         store = app.conversations
         if self.conversation_id is None:
-            self.conversation_id = store.create(one_line(text, 60), app.active_name)
+            self.conversation_id = store.create(one_line(text, 60), app.active_name, self.system_prompt)
         user = Turn("user", text)
         user.id = store.add(self.conversation_id, user)
         self.turns.append(user)
@@ -334,7 +376,8 @@ class ChatScreen(Screen):
         self._add(self.reply)
         self.view.anchor()
         self.stop_event = threading.Event()
-        messages = [{"role": t.role, "content": t.content} for t in self.turns]
+        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        messages = system + [{"role": t.role, "content": t.content} for t in self.turns]
         reply_id, stop, sampling = self.reply_id, self.stop_event, app.settings.sampling
         self.refresh_bindings()
         self.run_worker(
@@ -415,10 +458,13 @@ class ChatScreen(Screen):
 
     # --- the worker (only posts messages) ---
     def _generate(self, chat, messages, sampling, stop, reply_id) -> None:
+        from dataclasses import replace
+
         from engine.events import GenerationFailed, GenerationFinished, GenerationStarted, TokenGenerated
 
         try:
-            ids = chat.encode_chat(messages)
+            # the most recent whole turns that leave room for the reply (a system prompt stays)
+            ids, dropped = chat.fit_chat(messages, sampling.max_new_tokens)
             pieces: list[str] = []
             choices: list = []  # per token: its probability and the top 10 (the inspector, F8)
             posted = float("-inf")
@@ -434,7 +480,7 @@ class ChatScreen(Screen):
                         posted = now
                         self.post_message(ReplyProgress(reply_id, "".join(pieces)))
                 elif isinstance(event, GenerationStarted):
-                    self.post_message(ReplyStarted(reply_id, event))
+                    self.post_message(ReplyStarted(reply_id, replace(event, dropped_turns=dropped) if dropped else event))
                 elif isinstance(event, (GenerationFinished, GenerationFailed)):
                     self.post_message(ReplyDone(reply_id, event, choices))
                     return
@@ -449,7 +495,11 @@ class ChatScreen(Screen):
             return
         event = message.event
         window = getattr(self.app.chat_model, "n_positions", None) or event.prompt_tokens + event.max_new_tokens
-        self.context = (event.prompt_tokens, window, event.truncated_tokens)
+        dropped = getattr(event, "dropped_turns", 0)
+        self.context = (event.prompt_tokens, window, event.truncated_tokens, dropped)
+        if dropped:
+            what = "oldest turn no longer fits" if dropped == 1 else f"oldest {dropped} turns no longer fit"
+            self.view.mount(NoteView(f"(the {what} the model's window)"), before=self.reply)
         if event.truncated_tokens:
             note = NoteView(f"(the oldest {event.truncated_tokens} tokens of the chat no longer fit the model's window)")
             self.view.mount(note, before=self.reply)
@@ -490,6 +540,8 @@ class ChatScreen(Screen):
                 parts.append(f"1st token {event.time_to_first_token_s * 1000:.0f} ms")
             if stopped:
                 parts.append("stopped")
+            elif event.stop_reason == "length":  # it did not end its turn: cut at max new tokens (F4)
+                parts.append("token limit")
             self.last_stats = " \u00b7 ".join(parts)
         self.update_status()
         self.refresh_bindings()

@@ -20,6 +20,7 @@ COLUMNS = [
     # key, title, sort value of a CheckpointInfo
     ("name", "name", lambda c: c.name.lower()),
     ("preset", "preset", lambda c: str(c.meta.get("preset") or "")),
+    ("chat", "chat", lambda c: 0 if c.meta.get("chat") else 1),  # a chat model (chat template) first
     ("params", "params", lambda c: c.meta.get("params") or 0),
     ("dataset", "dataset", lambda c: str(c.meta.get("dataset") or c.broken or "")),
     ("steps", "steps", lambda c: c.meta.get("steps") or 0),
@@ -27,6 +28,9 @@ COLUMNS = [
     ("perplexity", "ppl", lambda c: _num(c.meta.get("perplexity"))),
     ("word_perplexity", "word ppl", lambda c: _num(c.meta.get("word_perplexity"))),
     ("bpb", "bits/byte", lambda c: _num(c.meta.get("bits_per_byte"))),
+    # chat models' evaluation (engine.chat_eval): replies that ended their turn, true reply ranked first
+    ("eot_rate", "end-of-turn", lambda c: _num(c.meta.get("eot_rate"))),
+    ("ranking_top1", "ranking", lambda c: _num(c.meta.get("ranking_top1"))),
     ("created", "created", lambda c: str(c.meta.get("created") or "")),
     ("size", "size", lambda c: c.size_bytes),
 ]
@@ -48,6 +52,10 @@ def _fmt(x, digits) -> str:
     return "-" if not isinstance(x, (int, float)) else f"{x:.{digits}f}"
 
 
+def _pct(x) -> str:
+    return "-" if not isinstance(x, (int, float)) else f"{x * 100:.0f}%"
+
+
 def row_cells(info, active: str | None) -> list:
     """The table cells; plain strings become Text (DataTable would parse a str as markup)."""
     return [c if isinstance(c, Text) else Text(str(c)) for c in _cells(info, active)]
@@ -61,8 +69,9 @@ def _cells(info, active: str | None) -> list:
             name,
             Text("BROKEN", style="bold red"),
             "-",
+            "-",
             literal(one_line(info.broken or "", 60), style="red"),
-            "-", "-", "-", "-", "-",
+            "-", "-", "-", "-", "-", "-", "-",
             one_line(str(m.get("created") or "-"), 16).replace("T", " ")[:16],
             fmt_size(info.size_bytes),
         ]
@@ -70,6 +79,7 @@ def _cells(info, active: str | None) -> list:
     return [
         name,
         one_line(str(m.get("preset") or "-"), 10),
+        "yes" if m.get("chat") else "",
         f"{params / 1e6:.2f}M" if isinstance(params, (int, float)) else "-",
         one_line(str(m.get("dataset") or "-"), 20),
         str(m.get("steps", "-")),
@@ -77,6 +87,8 @@ def _cells(info, active: str | None) -> list:
         _fmt(m.get("perplexity"), 1),
         _fmt(m.get("word_perplexity"), 1),
         _fmt(m.get("bits_per_byte"), 3),
+        _pct(m.get("eot_rate")),
+        _pct(m.get("ranking_top1")),
         str(m.get("created") or "-").replace("T", " ")[:16],
         fmt_size(info.size_bytes),
     ]

@@ -17,6 +17,7 @@ COMMANDS = [
     ("Copy the last reply", "To the clipboard (Ctrl+O)", "chat_action('copy_reply')"),
     ("Regenerate the last reply", "Ask the model again (Ctrl+R in the chat)", "chat_action('regenerate')"),
     ("Edit the last message", "Take it back into the input to edit and resend (Ctrl+G)", "chat_action('edit_last')"),
+    ("Set system prompt", "The open chat's system prompt, sent before its turns; empty for none (Ctrl+S in the chat)", "chat_action('system_prompt')"),
     ("Inspect the last reply's tokens", "Each token's probability and the model's top 10 alternatives (F8)", "chat_action('inspect')"),
     ("Train the default model", "Start the first-run training (Ctrl+T)", "train_default"),
     ("Toggle light/dark theme", "Switch between the light and dark theme (F7)", "toggle_theme"),
@@ -78,7 +79,7 @@ class CheckpointsProvider(_ListProvider):
         for info in CheckpointStore().list():
             if info.ok:
                 meta = info.meta
-                what = ", ".join(str(x) for x in (meta.get("preset"), meta.get("dataset")) if x)
+                what = ", ".join(str(x) for x in (meta.get("preset"), meta.get("dataset"), "chat model" if meta.get("chat") else None) if x)
                 entries.append((f"Use {info.name}", f"Chat with checkpoint {info.name}" + (f" ({what})" if what else ""), partial(self.app.use_checkpoint, info.name)))
         return entries
 

@@ -14,7 +14,8 @@ CREATE TABLE IF NOT EXISTS conversations (
     title TEXT NOT NULL,
     checkpoint TEXT,
     created TEXT NOT NULL,
-    updated TEXT NOT NULL
+    updated TEXT NOT NULL,
+    system_prompt TEXT
 );
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -64,6 +65,7 @@ class Conversation:
     updated: str
     messages: int = 0
     snippet: str = ""  # a search hit's context
+    system_prompt: str | None = None  # sent before the turns (None: none)
 
 
 @dataclass
@@ -109,6 +111,7 @@ class ConversationStore:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA foreign_keys = ON")
             db.executescript(SCHEMA)
+            self._add_column(db, "conversations", "system_prompt", "TEXT")  # a database from before system prompts
             had_index = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'messages_fts'").fetchone()
             db.executescript(SEARCH_SCHEMA)
             if not had_index:  # a database from before search: index what it holds
@@ -121,25 +124,44 @@ class ConversationStore:
             raise
         return db
 
+    @staticmethod
+    def _add_column(db: sqlite3.Connection, table: str, column: str, kind: str) -> None:
+        """Add a column an older database lacks (its rows get NULL there)."""
+        def present() -> bool:
+            return column in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+        if present():
+            return
+        try:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        except sqlite3.OperationalError:
+            if not present():  # (else another app instance added it just now: fine)
+                raise
+
     def close(self) -> None:
         self.db.close()
 
     # --- conversations ---
-    def create(self, title: str, checkpoint: str | None) -> int:
+    def create(self, title: str, checkpoint: str | None, system_prompt: str | None = None) -> int:
         now = _now()
         with self.db:
             cur = self.db.execute(
-                "INSERT INTO conversations (title, checkpoint, created, updated) VALUES (?, ?, ?, ?)",
-                (title or "New chat", checkpoint, now, now),
+                "INSERT INTO conversations (title, checkpoint, created, updated, system_prompt) VALUES (?, ?, ?, ?, ?)",
+                (title or "New chat", checkpoint, now, now, system_prompt or None),
             )
         return int(cur.lastrowid)
 
+    def set_system_prompt(self, conversation_id: int, system_prompt: str | None) -> None:
+        """The conversation's system prompt; empty or None: none."""
+        with self.db:
+            self.db.execute("UPDATE conversations SET system_prompt = ? WHERE id = ?", (system_prompt or None, conversation_id))
+
     def list(self) -> list[Conversation]:
         rows = self.db.execute(
-            "SELECT c.id, c.title, c.checkpoint, c.created, c.updated, COUNT(m.id) FROM conversations c "
+            "SELECT c.id, c.title, c.checkpoint, c.created, c.updated, COUNT(m.id), c.system_prompt FROM conversations c "
             "LEFT JOIN messages m ON m.conversation_id = c.id GROUP BY c.id ORDER BY c.updated DESC, c.id DESC"
         ).fetchall()
-        return [Conversation(*row) for row in rows]
+        return [Conversation(*row[:6], system_prompt=row[6]) for row in rows]
 
     def search(self, text: str, limit: int = 200) -> list[Conversation]:
         """Conversations whose messages (or title) contain every word of ``text``, best first,
@@ -168,9 +190,9 @@ class ConversationStore:
 
     def get(self, conversation_id: int) -> Conversation | None:
         row = self.db.execute(
-            "SELECT id, title, checkpoint, created, updated FROM conversations WHERE id = ?", (conversation_id,)
+            "SELECT id, title, checkpoint, created, updated, system_prompt FROM conversations WHERE id = ?", (conversation_id,)
         ).fetchone()
-        return Conversation(*row) if row else None
+        return Conversation(*row[:5], system_prompt=row[5]) if row else None
 
     def rename(self, conversation_id: int, title: str) -> None:
         with self.db:
@@ -213,6 +235,8 @@ class ConversationStore:
         if conv is None:
             raise KeyError(conversation_id)
         lines = [f"# {conv.title}", "", f"*Checkpoint: {conv.checkpoint or 'none'} \u00b7 started {conv.created}*", ""]
+        if conv.system_prompt:
+            lines += ["**System:**", "", conv.system_prompt.rstrip(), ""]
         for turn in self.turns(conversation_id):
             who = "You" if turn.role == "user" else f"Model ({turn.checkpoint})" if turn.checkpoint else "Model"
             lines += [f"**{who}:**", "", turn.content.rstrip() or "*(empty)*"]

@@ -28,6 +28,7 @@ KEYS = [
     ("Ctrl+O", "copy the last reply (works over SSH too)"),
     ("Ctrl+R", "regenerate the last reply"),
     ("Ctrl+G", "edit the last message (it and its reply go back to the input)"),
+    ("Ctrl+S", "the chat's system prompt (sent before its turns; a new chat starts without one)"),
     ("F8", "token inspector: the last reply coloured by each token's probability; ←/→ or a click shows the top 10 there"),
     ("Ctrl+T", "train the default model (first run)"),
     ("Training", ""),

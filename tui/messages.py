@@ -42,6 +42,8 @@ class ReplyProgress(Message):
 
 @dataclass
 class ReplyStarted(Message):
+    """GenerationStarted; its ``dropped_turns`` filled in by the chat's worker (ChatModel.fit_chat)."""
+
     reply_id: int
     event: object
 
@@ -91,5 +93,5 @@ class ChatCommand:
     ``Signal`` the chat subscribes to): the palette, the saved-chats screen and Ctrl+Q speak to
     the chat this way instead of calling into it."""
 
-    action: str  # new_chat | open | conversation_deleted | stop | a chat action (copy_reply, regenerate, edit_last, inspect)
+    action: str  # new_chat | open | conversation_deleted | stop | a chat action (copy_reply, regenerate, edit_last, inspect, system_prompt)
     conversation_id: int | None = None

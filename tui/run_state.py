@@ -93,6 +93,10 @@ class RunState:
             line = f"eval @ {event.step}: val loss {event.val_loss:.4f}, perplexity {event.perplexity:.1f}, bits/byte {event.bits_per_byte:.4f}"
             if getattr(event, "word_perplexity", None):
                 line += f", word perplexity {event.word_perplexity:.1f}"
+            if getattr(event, "eot_rate", None) is not None:
+                line += f", end-of-turn {event.eot_rate:.0%}"
+            if getattr(event, "ranking_top1", None) is not None:
+                line += f", ranking {event.ranking_top1:.0%}"
         elif isinstance(event, ev.TrainSample):
             self.sample = event
             self.samples.append(event)

@@ -17,10 +17,30 @@ from .loss_chart import LossChart
 from .run_state import fmt_s
 from .safe import literal, one_line, visible
 
+# What the model learns, and the data each stage trains on when the Dataset field is empty
+# (build_config): chat is the first run's (engine.train.first_run_config), base the plain-text default.
+STAGES = [
+    # value, label, default dataset (None: the engine's default text, WikiText-2 or offline the built-in corpus)
+    ("chat", "chat (conversations)", "chitchat"),
+    ("base", "base (text)", None),
+]
+DEFAULT_STAGE = "chat"
+STAGE_HINTS = {  # under the form: what the Dataset field takes at each stage
+    "chat": 'Conversations: chitchat, or a .jsonl of {"messages": [...]} rows',
+    "base": "Text: wikitext, builtin (the Bible), a hub id, a .txt file",
+}
+
+
+def dataset_placeholder(stage: str) -> str:
+    """What an empty Dataset field trains on at ``stage``."""
+    default = dict((value, dataset) for value, _label, dataset in STAGES).get(stage)
+    return f"{default or 'wikitext'} (default)"
+
+
 FORM = [
     # id, label, placeholder
     ("name", "Name", "automatic"),
-    ("dataset", "Dataset", "wikitext|builtin|path"),
+    ("dataset", "Dataset", ""),  # (its placeholder follows the stage: dataset_placeholder)
     ("tokenizer", "Tokenizer", "default|gpt2|bpe:N|path"),
     ("init", "Start from", "new model, or checkpoint|folder|hub id"),
     ("time", "Time budget", "e.g. 3m (optional)"),
@@ -47,6 +67,11 @@ def build_config(values: dict[str, str], store=None):
         return value
 
     name = values.get("name", "").strip() or None
+    stage = values.get("stage") or DEFAULT_STAGE
+    defaults = {value: dataset for value, _label, dataset in STAGES}
+    if stage not in defaults:
+        raise UsageError(f"stage: expected {' or '.join(defaults)}, got {stage!r}")
+    dataset = values.get("dataset", "").strip() or defaults[stage]  # what the user typed wins
     time_text = values.get("time", "").strip()
     if time_text:
         from engine.schedule import parse_duration
@@ -58,7 +83,7 @@ def build_config(values: dict[str, str], store=None):
     if init and store is not None and "/" not in init and store.path(init).is_dir():
         init = str(store.path(init))  # a saved checkpoint, by name: fine-tune it
     config = TrainConfig(
-        dataset=values.get("dataset", "").strip() or None,
+        dataset=dataset,
         init=init,
         tokenizer=values.get("tokenizer", "").strip() or None,
         preset=values.get("preset") or "seed",
@@ -104,23 +129,26 @@ class TrainingScreen(Screen):
             with VerticalScroll(id="train-form", can_focus=False):
                 yield Label("New run", classes="section-title")
                 with Grid(id="train-grid"):
-                    for key, label, placeholder in FORM[:3]:
-                        yield Label(label, classes="field-label")
-                        yield Input(placeholder=placeholder, id=f"f-{key}", compact=True)
-                    yield Label("Preset", classes="field-label")
-                    yield Select(
-                        [(f"{p.name} ({p.n_layer}x{p.n_embd})", p.name) for p in PRESETS.values()],
-                        value="seed",
-                        allow_blank=False,
-                        id="f-preset",
-                        compact=True,
-                    )
-                    for key, label, placeholder in FORM[3:]:
+                    for key, label, placeholder in FORM:
+                        if key == "dataset":  # the stage decides what an empty Dataset means
+                            yield Label("Stage", classes="field-label")
+                            yield Select([(text, value) for value, text, _ in STAGES], value=DEFAULT_STAGE, allow_blank=False, id="f-stage", compact=True)
+                            placeholder = dataset_placeholder(DEFAULT_STAGE)
+                        elif key == "init":
+                            yield Label("Preset", classes="field-label")
+                            yield Select(
+                                [(f"{p.name} ({p.n_layer}x{p.n_embd})", p.name) for p in PRESETS.values()],
+                                value="seed",
+                                allow_blank=False,
+                                id="f-preset",
+                                compact=True,
+                            )
                         yield Label(label, classes="field-label")
                         yield Input(placeholder=placeholder, id=f"f-{key}", compact=True)
                 yield Static("", id="form-error", classes="form-error")
                 yield Button("Start run (Ctrl+R)", id="start", variant="primary")
                 yield Static("", id="preset-help", classes="hint")
+                yield Static("", id="dataset-help", classes="hint")
             with Vertical(id="train-live"):
                 yield Static("No run yet. Fill in the form and press Ctrl+R.", id="run-title")
                 yield ProgressBar(total=100, show_eta=True, id="run-progress")
@@ -144,6 +172,7 @@ class TrainingScreen(Screen):
     def on_mount(self) -> None:
         self.app.views["training"] = self
         self._preset_help("seed")
+        self._stage_help(DEFAULT_STAGE)
         self.sync()
         # the app's run changes; this screen redraws what changed (it is never called into)
         self.watch(self.app, "run_revision", self.show_run, init=False)
@@ -160,12 +189,21 @@ class TrainingScreen(Screen):
                 literal(f"{p.name}: {p.description}; batch {p.batch_size}, block {p.block_size}, lr {p.lr:g}")
             )
 
+    def _stage_help(self, stage) -> None:
+        """The dataset field says what an empty field trains on at this stage."""
+        self.query_one("#f-dataset", Input).placeholder = dataset_placeholder(stage)
+        self.query_one("#dataset-help", Static).update(literal(STAGE_HINTS.get(stage, "")))
+
     def on_select_changed(self, event: Select.Changed) -> None:
-        self._preset_help(event.value)
+        if event.select.id == "f-stage":
+            self._stage_help(event.value)
+        else:
+            self._preset_help(event.value)
 
     def form_values(self) -> dict[str, str]:
         values = {key: self.query_one(f"#f-{key}", Input).value for key, *_ in FORM}
         values["preset"] = self.query_one("#f-preset", Select).value
+        values["stage"] = self.query_one("#f-stage", Select).value
         return values
 
     def action_start(self) -> None:
@@ -344,10 +382,20 @@ class TrainingScreen(Screen):
                 ("  perplexity ", "dim"), f"{ev.perplexity:.1f}",
                 ("  bits/byte ", "dim"), f"{ev.bits_per_byte:.4f}",
                 *((("  word ppl ", "dim"), f"{ev.word_perplexity:.1f}") if ev.word_perplexity is not None else ()),
+                *chat_scores(ev),
             )
             if ev is not None
             else Text("no evaluation yet", style="dim")
         )
+
+
+def chat_scores(ev) -> tuple:
+    """A chat run's evaluation scores, as Text.assemble parts: "end-of-turn 94%  ranking 41%"."""
+    parts: tuple = ()
+    for label, value in (("end-of-turn", getattr(ev, "eot_rate", None)), ("ranking", getattr(ev, "ranking_top1", None))):
+        if value is not None:
+            parts += ((f"  {label} ", "dim"), f"{value * 100:.0f}%")
+    return parts
 
 
 def _sample_text(sample) -> Text:
