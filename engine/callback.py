@@ -222,7 +222,8 @@ class EventCallback(TrainerCallback):
             if c.val_conversations is not None:
                 from .chat_eval import chat_scores
 
-                conversations = list(c.val_conversations["messages"])
+                held = c.val_conversations
+                conversations = list(held.select(range(min(len(held), 2 * EVAL_RANKING_ITEMS)))["messages"])
                 self.last_chat = chat_scores(chat, conversations, EVAL_EOT_REPLIES, EVAL_RANKING_ITEMS)
             text = chat.generate_text(
                 c.sample_prompt,

@@ -113,7 +113,7 @@ class Renderer:
         if not has_own_format(tokenizer):
             raise ValueError("the tokenizer does not carry minigpt-tui's chat format")
         self.tokenizer = tokenizer
-        self.bos = tokenizer.convert_tokens_to_ids(BOS) if tokenizer.bos_token is None else tokenizer.bos_token_id
+        self.start = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]  # the template's {{ bos_token }}
         self.role = {role: tokenizer.convert_tokens_to_ids(tok) for role, tok in ROLE_TOKEN.items()}
         self.end = tokenizer.convert_tokens_to_ids(END)
 
@@ -122,7 +122,7 @@ class Renderer:
         encoded = iter(self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else [])
         out = []
         for conv in conversations:
-            ids, mask, starts = [self.bos], [0], []
+            ids, mask, starts = list(self.start), [0] * len(self.start), []
             for m in conv:
                 body = next(encoded)
                 starts.append(len(ids))

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 from .errors import EngineError, UsageError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INT, EXIT_TERM = 0, 1, 2, 130, 143
+EVAL_CHAT_CONVERSATIONS = 500  # eval scores a chat model's replies on the split's first 500 conversations at most
 
 
 class _OneLineErrors:
@@ -472,7 +473,8 @@ def cmd_eval(args) -> int:
 
         chat = ChatModel(model=model, tokenizer=tokenizer, name=args.checkpoint, device=device, dtype=dtype)
         chat.warm_up()
-        conversations = list(source.splits[split]["messages"])
+        held = source.splits[split]
+        conversations = list(held.select(range(min(len(held), EVAL_CHAT_CONVERSATIONS)))["messages"])
         scores = chat_scores(chat, conversations, len(conversations), len(conversations))
         report.update(
             eot_rate=None if scores.eot_rate is None else round(scores.eot_rate, 4), eot_replies=scores.eot_replies,

@@ -2,10 +2,11 @@
 
 Sources (``--dataset``), each split a ``datasets.Dataset`` with a ``messages`` column (a list of
 ``{role, content}``, the OpenAI / Hugging Face convention):
-  * ``chitchat``: the 7,168 human-human chats of the ``chitchat-dataset`` package (MIT), offline.
-    Consecutive messages by one sender form a turn (joined by newlines).  A fixed split by
-    conversation, in the file's order: every 20th from the 10th is test, every 20th from the 20th
-    is validation, the rest train (6,452 / 358 / 358).  The test split is for the final word only.
+  * ``chitchat``: the human-human chats of the ``chitchat-dataset`` package (MIT), offline: of its
+    7,168 chats, the 4,018 with two speakers.  Consecutive messages by one sender form a turn
+    (joined by newlines).  A fixed split by conversation, by its place in the file: every 20th
+    from the 10th is test, every 20th from the 20th validation, the rest train (215 / 197 /
+    3,605 chats).  The test split is for the final word only.
     The first speaker is the user and the second the assistant; ``assistant="both"`` (training's
     default) also trains each training chat with the roles swapped (its turns are then the ones
     learnt).  Validation and test always take the second speaker as the assistant.
