@@ -10,7 +10,7 @@ import pytest
 from textual.command import CommandList, CommandPalette
 from textual.widgets import DataTable, Input, Select
 
-from test_tui_support import FakeChat, anyio_backend, chat_turns, ckpt_home, fake_ready, make_fake, plain, wait_until  # noqa: F401
+from test_tui_support import FakeChat, anyio_backend, chat_turns, ckpt_home, fake_ready, home_with, make_fake, plain, wait_until  # noqa: F401
 from tui.app import MiniGPTApp
 from tui.chat_widgets import ChatInput
 from tui.dialogs import PromptScreen
@@ -192,15 +192,34 @@ def test_build_config_stage_sets_the_default_dataset():
     assert build_config({"stage": "chat", "dataset": "builtin"}).dataset == "builtin"
 
 
+async def _picker_cells(pilot, rows: int) -> tuple[DataTable, callable]:
+    """F3 from the app with no model, once its table lists ``rows`` rows: the table, and a row's
+    cells by column key."""
+    app = pilot.app
+    await wait_until(pilot, lambda: app.model_status == "none", 30, "start-up")
+    await pilot.press("f3")
+    await wait_until(pilot, lambda: app.screen is app.views.get("checkpoints") and app.screen.loaded, 10, "the picker")
+    table = app.screen.query_one("#ckpt-table", DataTable)
+    await wait_until(pilot, lambda: table.row_count == rows, 5, "the rows")
+    keys = [c.key.value for c in table.ordered_columns]
+    return table, lambda name: {k: str(c) for k, c in zip(keys, table.get_row(name))}
+
+
+async def _training_screen(pilot):
+    """F2 from the app with no model: the training screen."""
+    app = pilot.app
+    await wait_until(pilot, lambda: app.model_status == "none", 30, "start-up")
+    await pilot.press("f2")
+    await wait_until(pilot, lambda: app.screen is app.views.get("training"), 10, "the training screen")
+    return app.screen
+
+
 async def test_training_form_offers_the_stage(fresh_dirs):
     from tui.training import build_config
 
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_until(pilot, lambda: app.model_status == "none", 30, "start-up")
-        await pilot.press("f2")
-        await wait_until(pilot, lambda: app.screen is app.views.get("training"), 10, "the training screen")
-        screen = app.screen
+        screen = await _training_screen(pilot)
         stage, dataset = screen.query_one("#f-stage", Select), screen.query_one("#f-dataset", Input)
         assert stage.value == "chat" and "chitchat" in dataset.placeholder
         assert ".jsonl" in plain(screen.query_one("#dataset-help")) and "chitchat" in plain(screen.query_one("#dataset-help"))
@@ -223,10 +242,7 @@ async def test_training_screen_shows_chat_evaluations(fresh_dirs):
 
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: app.model_status == "none", 30, "start-up")
-        await pilot.press("f2")
-        await wait_until(pilot, lambda: app.screen is app.views.get("training"), 10, "the training screen")
-        screen = app.screen
+        screen = await _training_screen(pilot)
         app.run_state = RunState(status="running", name="chatty")
         app.post_message(TrainEventMessage(ev.TrainEval(10, 3.5, 33.1, 1.2)))  # a text run: no chat scores
         await wait_until(pilot, lambda: "val loss 3.5000" in plain(screen.query_one("#run-eval")), 5, "the evaluation")
@@ -250,16 +266,8 @@ async def test_picker_marks_chat_models_and_their_scores(fresh_dirs, monkeypatch
     make_fake(store, "texty")
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_until(pilot, lambda: app.model_status == "none", 30, "start-up")
-        await pilot.press("f3")
-        await wait_until(pilot, lambda: app.screen is app.views.get("checkpoints") and app.screen.loaded, 10, "the picker")
-        table = app.screen.query_one("#ckpt-table", DataTable)
-        await wait_until(pilot, lambda: table.row_count == 2, 5, "the rows")
+        table, cells = await _picker_cells(pilot, 2)
         keys = [c.key.value for c in table.ordered_columns]
-
-        def cells(name: str) -> dict:
-            return {k: str(c) for k, c in zip(keys, table.get_row(name))}
-
         assert [cells("chatty")[k] for k in ("chat", "eot_rate", "ranking_top1")] == ["yes", "94%", "41%"]
         assert [cells("texty")[k] for k in ("chat", "eot_rate", "ranking_top1")] == ["", "-", "-"]
         # at 80 columns the table still shows each model's name to its validation loss, chat included
@@ -281,15 +289,7 @@ async def test_first_run_offer_is_a_chat_model(fresh_dirs):
 @pytest.fixture
 def chat_home(tiny_chat_checkpoint, isolated_dirs, fresh_dirs):
     """Fresh data/config dirs holding a copy of the session's tiny chat checkpoint."""
-    import shutil
-
-    from engine.checkpoints import CheckpointStore
-    from test_tui_support import session_checkpoints
-
-    store = CheckpointStore()
-    store.root.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(session_checkpoints(isolated_dirs) / tiny_chat_checkpoint, store.root / tiny_chat_checkpoint)
-    return store
+    return home_with(tiny_chat_checkpoint, isolated_dirs)
 
 
 async def test_a_chat_checkpoint_from_the_picker_answers_with_the_system_prompt(chat_home, tiny_chat_checkpoint, monkeypatch):
@@ -303,12 +303,8 @@ async def test_a_chat_checkpoint_from_the_picker_answers_with_the_system_prompt(
     meta = chat_home.get(tiny_chat_checkpoint).meta
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(120, 30)) as pilot:
-        await wait_until(pilot, lambda: app.model_status == "none", 30, "start-up")
-        await pilot.press("f3")
-        await wait_until(pilot, lambda: app.screen is app.views.get("checkpoints") and app.screen.loaded, 10, "the picker")
-        table = app.screen.query_one("#ckpt-table", DataTable)
-        keys = [c.key.value for c in table.ordered_columns]
-        cells = {k: str(c) for k, c in zip(keys, table.get_row(tiny_chat_checkpoint))}
+        _table, row = await _picker_cells(pilot, 1)
+        cells = row(tiny_chat_checkpoint)
         assert cells["chat"] == "yes" and meta["chat"] is True
         assert cells["eot_rate"] == _pct(meta["eot_rate"]) != "-" and cells["ranking_top1"] == _pct(meta["ranking_top1"]) != "-"
         await pilot.press("enter")  # use it

@@ -45,15 +45,20 @@ def session_checkpoints(isolated_dirs) -> Path:
     return Path(isolated_dirs) / "data" / "minigpt-tui" / "checkpoints"
 
 
-@pytest.fixture
-def ckpt_home(tiny_checkpoint, isolated_dirs, fresh_dirs):
-    """Fresh data/config dirs holding a copy of the session's tiny checkpoint (and its name)."""
+def home_with(name: str, isolated_dirs):
+    """The store of the fresh data dirs (``fresh_dirs``), holding a copy of the session's checkpoint ``name``."""
     from engine.checkpoints import CheckpointStore
 
     store = CheckpointStore()
     store.root.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(session_checkpoints(isolated_dirs) / tiny_checkpoint, store.root / tiny_checkpoint)
+    shutil.copytree(session_checkpoints(isolated_dirs) / name, store.root / name)
     return store
+
+
+@pytest.fixture
+def ckpt_home(tiny_checkpoint, isolated_dirs, fresh_dirs):
+    """Fresh data/config dirs holding a copy of the session's tiny checkpoint (and its name)."""
+    return home_with(tiny_checkpoint, isolated_dirs)
 
 
 def copy_checkpoint(store, src: str, dst: str) -> None:

@@ -2,9 +2,10 @@
 
     python -m tui.screenshots [OUT_DIR]      (default: assets/)
 
-Runs the real app headless in a throw-away data/config dir: trains a tiny model from the
-training screen (built-in corpus, offline), chats with it, trains a second short one, adds a
-damaged checkpoint folder (to show how broken ones are listed) and opens the checkpoint picker.
+Runs the real app headless in a throw-away data/config dir: trains a short tiny base model
+(built-in corpus) and then a tiny chat model (chitchat conversations) from the training screen,
+offline, chats with the chat model under a system prompt, adds a damaged checkpoint folder (to
+show how broken ones are listed) and opens the checkpoint picker.
 Writes screen-chat.svg, screen-training.svg and screen-checkpoints.svg.  About a minute on a CPU.
 """
 
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 SIZE = (100, 30)
-STEPS = "40"
+STEPS = "300"  # the chat model: enough for replies in the corpus's style
 
 
 async def _wait(pilot, condition, timeout: float) -> None:
@@ -44,9 +45,19 @@ async def _shoot(out: Path) -> list[Path]:
         await pilot.press("f2")
         await _wait(pilot, lambda: app.screen is app.views.get("training"), 10)
         screen = app.screen
+        # a short base run first, so the picker lists a text model beside the chat model
+        screen.query_one("#f-stage", Select).value = "base"
         screen.query_one("#f-name", Input).value = "tiny-bible"
         screen.query_one("#f-dataset", Input).value = "builtin"
         screen.query_one("#f-preset", Select).value = "tiny"
+        screen.query_one("#f-steps", Input).value = "10"
+        await pilot.press("ctrl+r")
+        await _wait(pilot, lambda: app.run_state.status in ("finished", "failed"), 600)
+        await _wait(pilot, lambda: app.model_status == "ready", 120)
+        # then a chat model (the chat stage: the chitchat conversations)
+        screen.query_one("#f-stage", Select).value = "chat"
+        screen.query_one("#f-name", Input).value = "tiny-chat"
+        screen.query_one("#f-dataset", Input).value = ""
         screen.query_one("#f-steps", Input).value = STEPS
         await pilot.press("ctrl+r")
         await _wait(pilot, lambda: app.run_state.status in ("finished", "failed"), 600)
@@ -55,16 +66,12 @@ async def _shoot(out: Path) -> list[Path]:
         app.clear_notifications()
         await pilot.pause(0.5)
         written.append(Path(app.save_screenshot("screen-training.svg", str(out))))
-        # a second, shorter run, so the picker has something to sort
-        await _wait(pilot, lambda: app.model_status == "ready", 120)
-        screen.query_one("#f-name", Input).value = "tiny-short"
-        screen.query_one("#f-steps", Input).value = "10"
-        await pilot.press("ctrl+r")
-        await _wait(pilot, lambda: app.run_state.status in ("finished", "failed"), 600)
-        await _wait(pilot, lambda: app.model_status == "ready", 120)
+        await _wait(pilot, lambda: app.model_status == "ready" and app.active_name == "tiny-chat", 120)
         await pilot.press("f1")
         chat = app.views["chat"]
-        for text in ("And God said", "Tell me about [the] light"):
+        chat.system_prompt = "You are a friendly [b]pen pal[/b]."  # as Ctrl+S sets it (shown literally)
+        chat.show_system_prompt()
+        for text in ("hi, how are you?", "what do you like to do on weekends?"):
             inp = chat.query_one("#chat-input")
             inp.load_text(text)
             inp.focus()
