@@ -66,6 +66,7 @@ async def _shoot(out: Path) -> list[Path]:
         app.clear_notifications()
         await pilot.pause(0.5)
         written.append(Path(app.save_screenshot("screen-training.svg", str(out))))
+        app.activate_checkpoint("tiny-chat")  # (the app switches by itself only when it had no model)
         await _wait(pilot, lambda: app.model_status == "ready" and app.active_name == "tiny-chat", 120)
         await pilot.press("f1")
         chat = app.views["chat"]
