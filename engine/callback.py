@@ -26,7 +26,7 @@ from .events import CheckpointSaved, TrainEval, TrainPaused, TrainResumed, Train
 from .train import EVALS_PER_BUDGET, MODEL_FILES, RESUME_FILES, SAVING, UNCAPPED_STEPS, TrainConfig, _now
 
 # Each evaluation of a chat run scores this many held-out openers and ranking items
-# (engine.chat_eval; `minigpt-tui eval` scores the whole split)
+# (engine.chat_eval; `minigpt-tui eval` scores up to the split's first 500 conversations)
 EVAL_EOT_REPLIES = 16
 EVAL_RANKING_ITEMS = 32
 
