@@ -52,7 +52,7 @@ def _command(checkpoint: str | None, floor_keys: list[list[str]] | None = None) 
 def chat_floor_keys() -> list[list[str]]:
     """The keys the chat screen's footer shows (key, description), for the chat-shaped floor."""
     from tui.app import MiniGPTApp
-    from tui.chat import ChatScreen
+    from tui.screens.chat import ChatScreen
 
     return [[b.key, b.description] for b in (*MiniGPTApp.BINDINGS, *ChatScreen.BINDINGS) if b.show]
 
@@ -96,10 +96,10 @@ def first_frame(checkpoint: str | None, timeout: float = 60.0, floor_keys: list[
 
 
 async def _first_tokens(checkpoint: str, runs: int) -> list[float]:
-    from engine.settings import Sampling
+    from engine.store.settings import Sampling
 
     from tui.app import MiniGPTApp
-    from tui.chat_widgets import TurnView
+    from tui.widgets.turns import TurnView
 
     shown_at: list[float] = []
     finished_at: list[float] = []
@@ -172,9 +172,9 @@ async def _onscreen_rate(app, pilot, chat, shown_at: list, finished_at: list, ru
     painted) against the same reply decoded headless (no UI), alternating, same weights, same
     prompt ids and seed (so the same tokens)."""
     from engine.events import GenerationFinished
-    from engine.generate import ChatModel
-    from engine.settings import Sampling
-    from tui.active_model import decode_process_wanted
+    from engine.generation.chat_model import ChatModel
+    from engine.store.settings import Sampling
+    from tui.state.active_model import decode_process_wanted
 
     model = app.chat_model
     await asyncio.to_thread(model.warm_up)  # idempotent: the app already started it after the load

@@ -23,7 +23,7 @@ BATCH = 8
 
 
 def tokenizer():
-    from engine.tokenizer import load_gpt2
+    from engine.data.tokenizer import load_gpt2
 
     tok = load_gpt2()
     tok.pad_token = tok.eos_token

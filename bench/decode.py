@@ -36,7 +36,7 @@ def _ratio(a, b):
 def measure_decode(checkpoint: str, prompt_ids: list[int], reps: int = 3) -> dict:
     import torch
 
-    from engine.generate import ChatModel
+    from engine.generation.chat_model import ChatModel
     from engine.model import build_model, get_preset
 
     from . import baseline, engine_side
@@ -91,9 +91,9 @@ def measure_gpu_decode(quick: bool) -> dict:
     """The ``gpt2`` preset (124M, GPT-2 vocabulary) on CUDA in bf16 (autocast), fast path."""
     import torch
 
-    from engine.generate import ChatModel
+    from engine.generation.chat_model import ChatModel
     from engine.model import build_model, get_preset, pick_device
-    from engine.tokenizer import load_gpt2
+    from engine.data.tokenizer import load_gpt2
 
     from . import engine_side
 
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
     import json
     from pathlib import Path
 
-    from engine.generate import ChatModel
+    from engine.generation.chat_model import ChatModel
 
     from .app_latency import measure_app
     from .run import machine

@@ -6,10 +6,10 @@ import time
 
 from engine.events import TrainEval, TrainStarted, TrainStep
 
-# The product's default tokenizer (engine.train.DEFAULT_TOKENIZER, chosen by the sweep): a BPE
+# The product's default tokenizer (engine.training.job.DEFAULT_TOKENIZER, chosen by the sweep): a BPE
 # trained on the data.  Far fewer tokens than GPT-2's 50,257 cut the LM head and cross-entropy
 # (most of a seed step); bits per byte keeps quality comparable across tokenizers.
-from engine.train import DEFAULT_TOKENIZER as TOKENIZER  # noqa: E402
+from engine.training.job import DEFAULT_TOKENIZER as TOKENIZER  # noqa: E402
 
 
 class Recorder:
@@ -39,7 +39,7 @@ class Recorder:
 def train(data: str, name: str, *, max_steps: int, eval_every: int, eval_blocks: int, budget_s: float | None = None,
           tokenizer: str = TOKENIZER, batch_size: int | None = None, sample_tokens: int = 8, preset: str = "seed",
           device: str = "auto"):
-    from engine.train import TrainConfig, TrainingJob
+    from engine.training.job import TrainConfig, TrainingJob
 
     # ``budget_s`` is the product's --time: training time (the bench's own evaluations excluded,
     # as the engine excludes them), ending with the rate decayed; the run ends itself
@@ -71,8 +71,8 @@ def stream(chat, prompt_ids: list[int], *, max_new_tokens: int, temperature: flo
     import queue
 
     from engine.events import GenerationFailed, GenerationFinished, TokenGenerated
-    from engine.generate import GenerationJob
-    from engine.settings import Sampling
+    from engine.generation.chat_model import GenerationJob
+    from engine.store.settings import Sampling
 
     from .baseline import _gen_stats
 

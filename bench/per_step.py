@@ -32,12 +32,12 @@ VARIANTS = (
 def run_variant(packed, tokenizer, steps: int, val_blocks: int, activation: str, beta2: float, emb_scale: float, seed: int) -> dict:
     import torch
 
-    from engine.evaluate import evaluate
-    from engine.loss import causal_lm_loss
+    from engine.evaluation.perplexity import evaluate
+    from engine.training.loss import causal_lm_loss
     from engine.model import build_model, get_preset
-    from engine.optim import param_groups
-    from engine.schedule import budget_lr_factor
-    from engine.tokenizer import token_byte_lengths
+    from engine.training.optim import param_groups
+    from engine.training.schedule import budget_lr_factor
+    from engine.data.tokenizer import token_byte_lengths
 
     preset = get_preset("seed")
     block, batch, lr = preset.block_size, preset.batch_size, preset.lr
@@ -83,10 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="also write the JSON report here")
     args = ap.parse_args(argv)
 
-    from engine import data as data_mod
-    from engine import tokenizer as tok_mod
+    from engine.data import sources as data_mod
+    from engine.data import tokenizer as tok_mod
     from engine.model import quiet_transformers
-    from engine.train import DEFAULT_TOKENIZER
+    from engine.training.job import DEFAULT_TOKENIZER
 
     quiet_transformers()
     source = data_mod.resolve(args.data or DEFAULT_DATA)

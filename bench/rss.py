@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
     what = argv[0]
     if what == "train":
         from engine.events import TrainFinished
-        from engine.train import TrainConfig, TrainingJob
+        from engine.training.job import TrainConfig, TrainingJob
 
         data, steps = argv[1], int(argv[2])
         tokenizer = argv[3] if len(argv) > 3 else "gpt2"
@@ -52,8 +52,8 @@ def main(argv: list[str]) -> int:
         ok = isinstance(result, TrainFinished)
     elif what == "chat":
         from engine.events import GenerationFinished
-        from engine.generate import ChatModel
-        from engine.settings import Sampling
+        from engine.generation.chat_model import ChatModel
+        from engine.store.settings import Sampling
 
         chat = ChatModel.from_checkpoint(argv[1], device="cpu")
         events = list(chat.stream("The history of the", Sampling(max_new_tokens=int(argv[2]), seed=0)))

@@ -108,7 +108,7 @@ def same_text_blocks(stream, src_tok, dst_tok, block: int):
     the same way (documents joined by end-of-text): both models are then scored on the same bytes."""
     import numpy as np
 
-    from engine.data import BlockDataset
+    from engine.data.sources import BlockDataset
 
     eos_src, eos_dst = src_tok.eos_token_id, dst_tok.eos_token_id
     docs, cur = [], []
@@ -184,10 +184,10 @@ def run(data: str, budget_min: float = 10.0, quick: bool = False, rounds: int | 
 def _run(tmp: Path, data: Path, budget_min: float, quick: bool, rounds: int | None) -> dict:
     import torch
 
-    from engine import data as data_mod
-    from engine import tokenizer as tok_mod
-    from engine.evaluate import evaluate
-    from engine.generate import ChatModel
+    from engine.data import sources as data_mod
+    from engine.data import tokenizer as tok_mod
+    from engine.evaluation.perplexity import evaluate
+    from engine.generation.chat_model import ChatModel
 
     if not data.is_dir():
         raise SystemExit(f"bench: data folder not found: {data}")
@@ -256,7 +256,7 @@ def _run(tmp: Path, data: Path, budget_min: float, quick: bool, rounds: int | No
     log(f"quality: engine trains {budget_s:.0f}s (planned {planned} steps, eval every {eval_every})")
     eres, erec, etimes = engine_side.train(str(data), "quality", max_steps=planned, eval_every=eval_every,
                                            eval_blocks=CURVE_BLOCKS, budget_s=budget_s)
-    from engine.checkpoints import CheckpointStore
+    from engine.store.checkpoints import CheckpointStore
 
     emodel, etok, _ = CheckpointStore().load("quality", "cpu")
     log("quality: shared evaluation on the full validation split")
@@ -302,7 +302,7 @@ def _run(tmp: Path, data: Path, budget_min: float, quick: bool, rounds: int | No
         },
         "note": f"curve: bpb on the first {CURVE_BLOCKS} validation blocks of the engine at each eval (t_s from train "
         "begin, evals included); engine_seconds_to_baseline_bpb: first curve point <= the baseline's final bpb on the "
-        "same text (curve_set); baseline_bpb/engine_bpb: the full validation split through engine/evaluate.py",
+        "same text (curve_set); baseline_bpb/engine_bpb: the full validation split through engine/evaluation/perplexity.py",
     }
     # bytes per token make the token rates comparable across tokenizers
     b_bpt = b_eval.bytes / max(1, b_eval.tokens)
@@ -382,7 +382,7 @@ def _run(tmp: Path, data: Path, budget_min: float, quick: bool, rounds: int | No
     steps = 3 if quick else 8
     log("memory: peak RSS of training and chatting (subprocesses)")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-    from engine.train import TrainConfig
+    from engine.training.job import TrainConfig
 
     product = TrainConfig()
     report["memory"] = {

@@ -93,7 +93,7 @@ def run_one(flags: str, data: str, budget: str, root: Path, name: str, log) -> d
         row["error"] = lines[-1] if lines else f"exit code {proc.returncode}"
         log(f"[sweep] {name} failed: {row['error']}")
         return row
-    from engine.checkpoints import META_FILE
+    from engine.store.checkpoints import META_FILE
 
     meta = json.loads((root / "data" / "minigpt-tui" / "checkpoints" / name / META_FILE).read_text())
     ev = subprocess.run([sys.executable, "-m", "tui", "eval", "--checkpoint", name], env=env,
@@ -112,7 +112,7 @@ def run_one(flags: str, data: str, budget: str, root: Path, name: str, log) -> d
         tokens_per_s=round(meta["tokens_seen"] / train_s, 1) if train_s else None,
         val_loss=score["loss"], val_bits_per_byte=score["bits_per_byte"], val_word_perplexity=score.get("word_perplexity"),
         val_tokens=score["tokens"],
-        # conversations (engine.chat_eval): end-of-turn rate, mean reply tokens, reply-ranking top-1
+        # conversations (engine.evaluation.chat_scores): end-of-turn rate, mean reply tokens, reply-ranking top-1
         val_eot_rate=score.get("eot_rate"), val_reply_tokens=score.get("reply_tokens"), val_ranking_top1=score.get("ranking_top1"),
     )
     log(f"[sweep] {name}: bpb {row['val_bits_per_byte']:.4f} word ppl {row['val_word_perplexity']} "
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="also write the JSON report here")
     args = ap.parse_args(argv)
     from engine.errors import UsageError
-    from engine.schedule import parse_duration
+    from engine.training.schedule import parse_duration
 
     try:
         parse_duration(args.time)

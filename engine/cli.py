@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Callable, Sequence
 
-from .errors import EngineError, UsageError
+from engine.errors import EngineError, UsageError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INT, EXIT_TERM = 0, 1, 2, 130, 143
 EVAL_CHAT_CONVERSATIONS = 500  # eval scores a chat model's replies on the split's first 500 conversations at most
@@ -37,7 +37,7 @@ def train_parser() -> argparse.ArgumentParser:
     would delay every other command, the app's first frame above all."""
     from transformers import HfArgumentParser
 
-    from .train import TrainConfig
+    from engine.training.job import TrainConfig
 
     class TrainParser(_OneLineErrors, HfArgumentParser):
         pass
@@ -47,7 +47,7 @@ def train_parser() -> argparse.ArgumentParser:
 
 def train_config(argv: Sequence[str]):
     """The ``TrainConfig`` that ``minigpt-tui train ARGV`` asks for (not yet checked)."""
-    from .train import TrainConfig
+    from engine.training.job import TrainConfig
 
     return TrainConfig(**vars(train_parser().parse_args(list(argv))))
 
@@ -137,7 +137,7 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
 def _sampling_from(args):
     from dataclasses import replace
 
-    from .settings import load_settings
+    from engine.store.settings import load_settings
 
     base = load_settings().sampling
     changes = {
@@ -172,7 +172,7 @@ class _Progress:
         self.stream.flush()
 
     def __call__(self, event) -> None:
-        from . import events as ev
+        from engine import events as ev
 
         if isinstance(event, ev.TrainStep):
             eta = _fmt_s(event.eta_s) + (" left" if event.time_budget_s else "")
@@ -243,8 +243,8 @@ def _fmt_s(seconds: float) -> str:
 
 
 def cmd_train(args) -> int:
-    from .events import TrainCancelled, TrainFailed
-    from .train import TrainingJob
+    from engine.events import TrainCancelled, TrainFailed
+    from engine.training.job import TrainingJob
 
     config = args.config
     try:
@@ -285,7 +285,7 @@ def cmd_train(args) -> int:
 
 
 def _stream_reply(chat, prompt, sampling, out) -> tuple[str, object]:
-    from .events import GenerationFailed, GenerationFinished, TokenGenerated
+    from engine.events import GenerationFailed, GenerationFinished, TokenGenerated
 
     stop = threading.Event()
     finished = None
@@ -304,7 +304,7 @@ def _stream_reply(chat, prompt, sampling, out) -> tuple[str, object]:
 
 
 def cmd_generate(args) -> int:
-    from .generate import ChatModel
+    from engine.generation.chat_model import ChatModel
 
     sampling = _sampling_from(args)
     chat = ChatModel.from_checkpoint(args.checkpoint, device=args.device)
@@ -326,9 +326,9 @@ def _system(args) -> list[dict]:
 
 
 def cmd_chat(args) -> int:
-    from .checkpoints import CheckpointStore
-    from .generate import ChatModel
-    from .settings import load_settings
+    from engine.store.checkpoints import CheckpointStore
+    from engine.generation.chat_model import ChatModel
+    from engine.store.settings import load_settings
 
     name = args.checkpoint or load_settings().active_checkpoint
     if not name:
@@ -367,7 +367,7 @@ def cmd_chat(args) -> int:
 
 
 def cmd_checkpoints(args) -> int:
-    from .checkpoints import CheckpointStore
+    from engine.store.checkpoints import CheckpointStore
 
     store = CheckpointStore()
     action = args.action or "list"
@@ -418,18 +418,18 @@ def _fmt_num(x, digits: int) -> str:
 
 
 def cmd_eval(args) -> int:
-    from . import data as data_mod
-    from .checkpoints import CheckpointStore
-    from .evaluate import evaluate
-    from .model import pick_device
-    from .tokenizer import token_byte_lengths
+    from engine.data import sources as data_mod
+    from engine.store.checkpoints import CheckpointStore
+    from engine.evaluation.perplexity import evaluate
+    from engine.model import pick_device
+    from engine.data.tokenizer import token_byte_lengths
 
     store = CheckpointStore()
     device, dtype = pick_device(args.device)
     model, tokenizer, info = store.load(args.checkpoint, device)
     from pathlib import Path
 
-    from .words import word_table
+    from engine.evaluation.words import word_table
 
     spec = args.dataset or info.meta.get("dataset_spec")
     config = args.dataset_config if args.dataset else info.meta.get("dataset_config")
@@ -468,8 +468,8 @@ def cmd_eval(args) -> int:
     if result.word_perplexity is not None:
         report.update(word_perplexity=round(result.word_perplexity, 3), words=result.words)
     if source.chat and getattr(tokenizer, "chat_template", None):
-        from .chat_eval import chat_scores
-        from .generate import ChatModel
+        from engine.evaluation.chat_scores import chat_scores
+        from engine.generation.chat_model import ChatModel
 
         chat = ChatModel(model=model, tokenizer=tokenizer, name=args.checkpoint, device=device, dtype=dtype)
         chat.warm_up()
@@ -496,7 +496,7 @@ def main(argv: Sequence[str] | None = None, launch_app: Callable[..., int] | Non
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.version:
-        from . import __version__
+        from engine import __version__
 
         print(f"minigpt-tui {__version__}")
         return EXIT_OK

@@ -64,7 +64,7 @@ class TrainEval:
     perplexity: float
     bits_per_byte: float
     word_perplexity: float | None = None  # on word-level text (WikiText .tokens, --word-level)
-    eot_rate: float | None = None  # chat models: replies to held-out openers that ended their turn (engine.chat_eval)
+    eot_rate: float | None = None  # chat models: replies to held-out openers that ended their turn (engine.evaluation.chat_scores)
     ranking_top1: float | None = None  # chat models: the true reply ranked first of 6 (chance 1/6)
 
 

@@ -6,8 +6,8 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UsageError
-from .hub import hub_reachable
+from engine.errors import UsageError
+from engine.hub import hub_reachable
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ def test_isa_flags_from_cpuinfo():
 def test_same_text_blocks_score_the_same_bytes(fresh_dirs):
     """Time to quality compares both models on one text: the baseline's blocks hold exactly the
     bytes of the engine's first blocks."""
-    from engine.data import builtin_source
-    from engine.tokenizer import load_gpt2, token_byte_lengths, train_bpe
+    from engine.data.sources import builtin_source
+    from engine.data.tokenizer import load_gpt2, token_byte_lengths, train_bpe
 
     source = builtin_source()
     gpt2 = load_gpt2()

@@ -11,15 +11,15 @@ import subprocess
 import pytest
 
 from conftest import minigpt_cmd
-from engine import data
-from engine.chat_format import ASSISTANT, BOS, END, Renderer, Rendered, has_own_format
-from engine.chat_eval import _reply_log_probs, ranking_items
-from engine.checkpoints import CheckpointStore
-from engine.conversations import chitchat_split, pieces
+from engine.data import sources as data
+from engine.data.chat_format import ASSISTANT, BOS, END, Renderer, Rendered, has_own_format
+from engine.evaluation.chat_scores import _reply_log_probs, ranking_items
+from engine.store.checkpoints import CheckpointStore
+from engine.data.conversations import chitchat_split, pieces
 from engine.errors import DataError
 from engine.events import GenerationFinished, TokenGenerated
-from engine.generate import ChatModel, prompt_budget
-from engine.settings import Sampling
+from engine.generation.chat_model import ChatModel, prompt_budget
+from engine.store.settings import Sampling
 
 GREEDY = Sampling(temperature=0, repetition_penalty=1.0, max_new_tokens=24)
 HELLO = [{"role": "user", "content": "hi, how are you?"}]
@@ -221,7 +221,7 @@ def test_the_repetition_penalty_leaves_the_stop_ids_alone():
     ending.  The penalty acts on every other token of the window as before."""
     import torch
 
-    from engine.generate import _penalize
+    from engine.generation.chat_model import _penalize
 
     scores = torch.tensor([[2.0, -1.0, 3.0, 4.0, -2.0, 1.0]])
     window = torch.tensor([[0, 1, 2, 3, 3, 4]])
@@ -300,7 +300,7 @@ def test_a_text_checkpoint_chat_tuned_with_init_gets_the_format(tiny_checkpoint_
     from transformers import AutoTokenizer
 
     from engine.events import TrainFinished
-    from engine.train import TrainConfig, TrainingJob
+    from engine.training.job import TrainConfig, TrainingJob
 
     path = _write_jsonl(tmp_path / "chats.jsonl", [{"messages": _conversation(i)} for i in range(30)])
     before = len(AutoTokenizer.from_pretrained(str(tiny_checkpoint_dir)))

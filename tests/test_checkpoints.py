@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from engine.checkpoints import CheckpointStore, checkpoint_problem, validate_name
+from engine.store.checkpoints import CheckpointStore, checkpoint_problem, validate_name
 from engine.errors import CheckpointError, StoreBusy, UsageError
 
 
@@ -44,7 +44,7 @@ def test_listing_metadata_and_loading(tiny_checkpoint):
     assert info.meta["steps"] == 8 and info.meta["preset"] == "tiny"
     assert not list(info.path.glob("*.bin")) and (info.path / "model.safetensors").is_file()
     model, tokenizer, _ = store.load(tiny_checkpoint)
-    from engine.train import DEFAULT_TOKENIZER
+    from engine.training.job import DEFAULT_TOKENIZER
 
     # the default tokenizer: a BPE trained on the run's own text, the model's vocabulary its size
     assert info.meta["tokenizer_spec"] == DEFAULT_TOKENIZER
@@ -132,7 +132,7 @@ def test_second_process_cannot_write_a_locked_checkpoint(store):
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
-            from engine.checkpoints import CheckpointStore
+            from engine.store.checkpoints import CheckpointStore
             with CheckpointStore({str(store.root)!r}).lock("busy"):
                 print("locked", flush=True)
                 time.sleep(30)

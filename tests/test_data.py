@@ -4,9 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import data
+from engine.data import sources as data
 from engine.errors import DataError, HubUnavailable
-from engine.tokenizer import load_gpt2
+from engine.data.tokenizer import load_gpt2
 
 TEXT = "".join(f"Line {i} of a small test corpus, with some words to learn.\n" for i in range(400))
 

@@ -1,4 +1,4 @@
-"""Replies decoded in a child process (engine/decode_process.py): a real child Python process
+"""Replies decoded in a child process (engine/generation/decode_process.py): a real child Python process
 that loads the session's tiny checkpoint, and the app using one."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import time
 import pytest
 
 from engine.events import GenerationFailed, GenerationFinished, TokenChoice, TokenGenerated
-from engine.generate import ChatModel
-from engine.settings import Sampling
+from engine.generation.chat_model import ChatModel
+from engine.store.settings import Sampling
 from test_tui_support import anyio_backend, ckpt_home, plain, wait_until  # noqa: F401  (fixtures)
 
 
@@ -179,7 +179,7 @@ def test_a_child_that_cannot_load_says_why(tiny_checkpoint):
 @pytest.mark.anyio
 async def test_the_app_decodes_in_a_child_and_ends_it_on_exit(ckpt_home, tiny_checkpoint, monkeypatch):
     from tui.app import MiniGPTApp
-    from tui.chat_widgets import ChatInput, TurnView
+    from tui.widgets.turns import ChatInput, TurnView
 
     monkeypatch.setenv("MINIGPT_DECODE_PROCESS", "1")
     app = MiniGPTApp()

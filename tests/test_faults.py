@@ -11,10 +11,10 @@ import time
 import pytest
 
 from conftest import ROOT, minigpt_cmd
-from engine.checkpoints import CheckpointStore
+from engine.store.checkpoints import CheckpointStore
 from engine.events import GenerationFinished, TrainFailed, TrainFinished
-from engine.settings import Sampling, Settings, load_settings, save_settings
-from engine.train import TrainConfig, TrainingJob
+from engine.store.settings import Sampling, Settings, load_settings, save_settings
+from engine.training.job import TrainConfig, TrainingJob
 
 
 def _env(tmp_path, data_dir=None):
@@ -27,7 +27,7 @@ def _env(tmp_path, data_dir=None):
 
 def _verify_store(root):
     """Every listed checkpoint is good, loads and generates; no leftovers of crashed writers."""
-    from engine.generate import ChatModel
+    from engine.generation.chat_model import ChatModel
 
     store = CheckpointStore(root)
     infos = store.list()
@@ -179,7 +179,7 @@ def test_failed_runs_write_nothing_to_the_store(fresh_dirs, tmp_path):
 
 @pytest.mark.parametrize("content", [b"{not json", b"\x00\xff\xfe", b"[1, 2, 3]", b'{"sampling": {"temperature": -4}}', b'{"active_checkpoint": 7}', b""])
 def test_damaged_settings_start_with_defaults_and_are_kept(fresh_dirs, content):
-    from engine import paths
+    from engine.store import paths
 
     path = paths.settings_file()
     path.parent.mkdir(parents=True, exist_ok=True)

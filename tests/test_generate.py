@@ -5,8 +5,8 @@ import pytest
 
 from engine.errors import UsageError
 from engine.events import GenerationFinished, GenerationStarted, TokenGenerated
-from engine.generate import ChatModel, GenerationJob
-from engine.settings import Sampling
+from engine.generation.chat_model import ChatModel, GenerationJob
+from engine.store.settings import Sampling
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +138,7 @@ def test_sampling_distribution_is_the_transformers_warpers(temperature, top_k, t
     import torch
     from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-    from engine.generate import _distribution
+    from engine.generation.chat_model import _distribution
 
     warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
     if top_k:
@@ -162,7 +162,7 @@ def test_sampling_draws_what_torch_multinomial_draws():
     """The sampler's shortcut takes the same draws from the generator as torch.multinomial."""
     import torch
 
-    from engine.generate import _multinomial
+    from engine.generation.chat_model import _multinomial
 
     source = torch.Generator().manual_seed(0)
     for size in (1, 2, 50, 5_000):
@@ -177,7 +177,7 @@ def test_repetition_penalty_is_the_transformers_processor():
     import torch
     from transformers import RepetitionPenaltyLogitsProcessor
 
-    from engine.generate import _penalize
+    from engine.generation.chat_model import _penalize
 
     gen = torch.Generator().manual_seed(0)
     scores = torch.randn(1, 1_000, generator=gen)
@@ -187,7 +187,7 @@ def test_repetition_penalty_is_the_transformers_processor():
         assert torch.equal(_penalize(scores.clone(), ids, penalty), want)
 
 
-# --- the fast decode path (engine/fast_decode.py) against the reference and model.generate ---
+# --- the fast decode path (engine/generation/fast_decode.py) against the reference and model.generate ---
 
 
 def _chat_on(chat, decode):
@@ -376,7 +376,7 @@ def test_token_details_match_a_direct_forward_pass(chat, decode):
 def test_detokenizer_emits_whole_characters_and_the_same_text(chat, streaming):
     """Pieces never split a character (byte-level tokens cut emoji and accents into bytes), keep
     the leading space after the prompt, and join to exactly what decode gives for the reply."""
-    from engine.generate import _Detokenizer
+    from engine.generation.chat_model import _Detokenizer
 
     tok = chat.tokenizer
     context = tok("And he said", add_special_tokens=False)["input_ids"]
@@ -392,7 +392,7 @@ def test_detokenizer_emits_whole_characters_and_the_same_text(chat, streaming):
 
 
 def test_detokenizer_flush_gives_a_cut_character_as_replacement(chat):
-    from engine.generate import _Detokenizer
+    from engine.generation.chat_model import _Detokenizer
 
     tok = chat.tokenizer
     ids = tok("\U0001F600", add_special_tokens=False)["input_ids"]

@@ -82,7 +82,8 @@ def test_unreachable_probe_says_which_check_failed():
 
 
 def test_offline_notice_names_the_reason(fresh_dirs, monkeypatch):
-    from engine import data, hub
+    from engine import hub
+    from engine.data import sources as data
 
     hub.hub_status.cache_clear()
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)

@@ -1,6 +1,6 @@
 """The loss chart's smoothing and thinning (plain functions)."""
 
-from tui.loss_chart import smooth, thin
+from tui.widgets.loss_chart import smooth, thin
 
 
 def test_smooth_is_a_bias_corrected_ema():

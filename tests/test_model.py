@@ -45,7 +45,7 @@ def test_new_gpt2_models_use_squared_relu_and_load_as_plain_transformers_models(
 def test_optimizer_groups_give_the_embeddings_their_own_rate():
     """Each parameter in exactly one group; the token embeddings (the tied head too) at
     ``embedding_lr_scale`` x the rate; norms and biases without decay; Muon only for hidden matrices."""
-    from engine.optim import param_groups
+    from engine.training.optim import param_groups
 
     model = build_model(PRESETS["tiny"], 300, 32, 0)
     decay = {n for n, p in model.named_parameters() if p.ndim == 2}

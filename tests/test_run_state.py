@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from engine import events as ev
-from tui.run_state import RunState, fmt_s
+from tui.state.run_state import RunState, fmt_s
 
 
 def test_a_run_seen_through_its_events():

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.checkpoints import CheckpointStore, validate_name
+from engine.store.checkpoints import CheckpointStore, validate_name
 from engine.errors import CheckpointError, UsageError
 from engine.events import GenerationFailed, GenerationFinished
-from engine.settings import Sampling, Settings
+from engine.store.settings import Sampling, Settings
 
 
 def test_remote_code_in_a_checkpoint_never_runs(fresh_dirs, tiny_checkpoint_dir, tmp_path):
@@ -60,7 +60,7 @@ def test_any_name_is_rejected_or_stays_inside_the_store(name):
 
 @pytest.fixture(scope="module")
 def chat(tiny_checkpoint):
-    from engine.generate import ChatModel
+    from engine.generation.chat_model import ChatModel
 
     return ChatModel.from_checkpoint(tiny_checkpoint, device="cpu")
 
@@ -109,7 +109,7 @@ def test_any_settings_document_is_valid_or_rejected(doc):
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=200))
 def test_any_settings_file_loads(tmp_path_factory, blob):
-    from engine.settings import load_settings
+    from engine.store.settings import load_settings
 
     path = tmp_path_factory.mktemp("settings") / "settings.json"
     path.write_bytes(blob)

@@ -4,8 +4,8 @@ and how --resume continues a budget."""
 import pytest
 
 from engine.errors import UsageError
-from engine.schedule import TrainClock, budget_lr_factor, parse_duration
-from engine.train import TrainConfig, TrainingJob
+from engine.training.schedule import TrainClock, budget_lr_factor, parse_duration
+from engine.training.job import TrainConfig, TrainingJob
 
 
 @pytest.mark.parametrize("text,seconds", [("90s", 90), ("30m", 1800), ("2h", 7200), ("1h30m", 5400), ("1.5h", 5400), (" 45 sec ", 45), ("3min", 180)])

@@ -4,7 +4,7 @@ import threading
 
 import torch
 
-from engine.threads import one_decode_thread, per_thread_setting
+from engine.generation.threads import one_decode_thread, per_thread_setting
 
 
 def test_only_openmp_makes_the_setting_per_thread():

@@ -1,6 +1,6 @@
 import pytest
 
-from engine import tokenizer as tok_mod
+from engine.data import tokenizer as tok_mod
 from engine.errors import UsageError
 
 

@@ -4,9 +4,9 @@ import time
 import pytest
 
 from engine import events as ev
-from engine.checkpoints import CheckpointStore
+from engine.store.checkpoints import CheckpointStore
 from engine.errors import UsageError
-from engine.train import DEFAULT_TOKENIZER, TrainConfig, TrainingJob
+from engine.training.job import DEFAULT_TOKENIZER, TrainConfig, TrainingJob
 
 
 def wait_for(condition, deadline: float, what: str) -> None:
@@ -95,7 +95,7 @@ def test_worker_thread_cancel_within_one_step_and_resume(fresh_dirs):
 def test_trained_bpe_tokenizer_is_saved_with_the_checkpoint(fresh_dirs):
     result = TrainingJob(tiny(max_steps=2, tokenizer="bpe:512", name="bpe")).run()
     assert isinstance(result, ev.TrainFinished), result
-    from engine.generate import ChatModel
+    from engine.generation.chat_model import ChatModel
 
     chat = ChatModel.from_checkpoint("bpe", device="cpu")
     assert len(chat.tokenizer) == 512 and chat.model.config.vocab_size == 512
@@ -213,7 +213,7 @@ def test_time_budget_ends_on_time_with_the_rate_decayed(fresh_dirs):
     assert peak == pytest.approx(3e-3, rel=0.05)
     assert steps[0].lr == 0.0 and steps[-1].lr < 0.5 * peak
     # each step's rate is the schedule's at the training time the step before ended
-    from engine.schedule import budget_lr_factor
+    from engine.training.schedule import budget_lr_factor
 
     for before, step in zip(steps, steps[1:]):
         assert step.lr == pytest.approx(peak * budget_lr_factor(before.train_s, budget, warmdown_fraction=0.6), rel=1e-6, abs=1e-12)
@@ -250,8 +250,8 @@ def test_llama_and_muon_train_save_and_generate(fresh_dirs, arch, optimizer):
     assert (True in kinds) == (optimizer == "muon")
 
     from engine.events import GenerationFinished
-    from engine.generate import ChatModel
-    from engine.settings import Sampling
+    from engine.generation.chat_model import ChatModel
+    from engine.store.settings import Sampling
 
     chat = ChatModel.from_checkpoint(name, device="cpu")
     assert chat.model.config.model_type == arch
@@ -265,7 +265,7 @@ def test_llama_and_muon_train_save_and_generate(fresh_dirs, arch, optimizer):
 
 @pytest.mark.slow
 def test_resume_continues_what_remains_of_the_budget(fresh_dirs):
-    from engine.schedule import budget_lr_factor
+    from engine.training.schedule import budget_lr_factor
 
     log = ev.EventLog()
     budget = 16.0
@@ -312,7 +312,7 @@ def test_default_name_follows_the_data_really_read(fresh_dirs):
 
 
 def test_first_run_config_is_the_defaults_on_conversations_for_a_time_budget():
-    from engine.train import FIRST_RUN_BUDGET_S, first_run_config
+    from engine.training.job import FIRST_RUN_BUDGET_S, first_run_config
 
     cpu, gpu = first_run_config(device="cpu"), first_run_config(device="cuda")
     assert (cpu.time_budget, gpu.time_budget) == (FIRST_RUN_BUDGET_S["cpu"], FIRST_RUN_BUDGET_S["cuda"]) and gpu.time_budget < cpu.time_budget

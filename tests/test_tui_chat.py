@@ -6,7 +6,7 @@ import pytest
 
 from test_tui_support import FakeChat, anyio_backend, fake_ready, ckpt_home, plain, wait_until  # noqa: F401  (fixtures)
 from tui.app import MiniGPTApp
-from tui.chat_widgets import ChatInput, TurnView
+from tui.widgets.turns import ChatInput, TurnView
 from tui.safe import visible
 
 pytestmark = pytest.mark.anyio
@@ -39,7 +39,7 @@ async def test_send_message_streams_reply_and_persists(ckpt_home, tiny_checkpoin
         original(self, text)
 
     monkeypatch.setattr(TurnView, "set_text", spy)
-    monkeypatch.setattr("tui.chat.REPLY_UPDATE_INTERVAL_S", 0.0)  # every piece on screen (see the batching test)
+    monkeypatch.setattr("tui.screens.chat.REPLY_UPDATE_INTERVAL_S", 0.0)  # every piece on screen (see the batching test)
     app = MiniGPTApp()
     async with app.run_test(size=(100, 30)) as pilot:
         await _ready(pilot, app, tiny_checkpoint)  # the only checkpoint is opened at start-up
@@ -207,7 +207,7 @@ async def test_new_chat_reopen_and_export(fresh_dirs):
         await pilot.pause()
         await pilot.press("enter")
         await pilot.pause()
-        from tui.dialogs import ConfirmScreen
+        from tui.screens.dialogs import ConfirmScreen
 
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")
@@ -236,7 +236,7 @@ async def test_new_chat_reopen_and_export(fresh_dirs):
 
 
 async def test_sampling_settings_validate_and_persist(fresh_dirs):
-    from engine.settings import load_settings
+    from engine.store.settings import load_settings
     from textual.widgets import Input
 
     app = MiniGPTApp(autoload=False)
@@ -292,7 +292,7 @@ async def test_streaming_updates_are_batched(fresh_dirs, monkeypatch):
     once), so a fast model does not make the UI redraw, and take the GIL, for every token."""
     import time
 
-    from tui import chat as chat_mod
+    from tui.screens import chat as chat_mod
 
     shown: list[str] = []
     original = TurnView.set_text

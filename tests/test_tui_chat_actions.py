@@ -9,7 +9,7 @@ import pytest
 
 from test_tui_support import FakeChat, anyio_backend, chat_turns, fake_ready, ckpt_home, copy_checkpoint, plain, wait_until  # noqa: F401
 from tui.app import MiniGPTApp
-from tui.chat_widgets import ChatInput, TurnView
+from tui.widgets.turns import ChatInput, TurnView
 
 pytestmark = pytest.mark.anyio
 
@@ -58,7 +58,7 @@ async def test_context_meter_shows_the_window_and_what_was_cut(ckpt_home, tiny_c
     app = MiniGPTApp()
     async with app.run_test(size=(140, 30)) as pilot:
         await wait_until(pilot, lambda: app.model_status == "ready", 120, "the model")
-        from engine.settings import Sampling, Settings
+        from engine.store.settings import Sampling, Settings
 
         app.settings = Settings(sampling=Sampling(max_new_tokens=4, seed=1))
         window = app.chat_model.n_positions
@@ -76,7 +76,7 @@ async def test_opening_a_saved_chat_brings_back_its_checkpoint(ckpt_home, tiny_c
     app = MiniGPTApp(checkpoint=tiny_checkpoint)
     async with app.run_test(size=(120, 30)) as pilot:
         await wait_until(pilot, lambda: app.model_status == "ready", 120, "the model")
-        from engine.settings import Sampling, Settings
+        from engine.store.settings import Sampling, Settings
 
         app.settings = Settings(sampling=Sampling(max_new_tokens=3, seed=1))
         await _send(pilot, "In the beginning")
@@ -125,7 +125,7 @@ async def test_palette_lists_checkpoints_and_saved_chats(ckpt_home, tiny_checkpo
 
 
 async def test_keymap_file_rebinds_keys_and_reports_bad_entries(fresh_dirs):
-    from engine.paths import keymap_file
+    from engine.store.paths import keymap_file
 
     path = keymap_file()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,11 +147,11 @@ def test_full_text_search_in_the_same_database(tmp_path):
     a database from before search is indexed when opened."""
     import sqlite3
 
-    from tui.conversations import ConversationStore, Turn, fts_query
+    from tui.store.conversations import ConversationStore, Turn, fts_query
 
     path = tmp_path / "c.sqlite3"
     old = sqlite3.connect(path)  # an existing database without the search index
-    from tui.conversations import SCHEMA
+    from tui.store.conversations import SCHEMA
 
     old.executescript(SCHEMA)
     old.execute("INSERT INTO conversations (title, checkpoint, created, updated) VALUES ('old one', NULL, 'x', 'x')")
@@ -206,12 +206,12 @@ async def test_compare_two_checkpoints_side_by_side(ckpt_home, tiny_checkpoint):
     copy_checkpoint(ckpt_home, tiny_checkpoint, "zz-other")
     from textual.widgets import DataTable, Static
 
-    from tui.compare import CompareScreen
+    from tui.screens.compare import CompareScreen
 
     app = MiniGPTApp(checkpoint=tiny_checkpoint)
     async with app.run_test(size=(140, 30)) as pilot:
         await wait_until(pilot, lambda: app.model_status == "ready", 120, "the model")
-        from engine.settings import Sampling, Settings
+        from engine.store.settings import Sampling, Settings
 
         app.settings = Settings(sampling=Sampling(max_new_tokens=12, seed=3))
         await pilot.press("f3")
@@ -246,12 +246,12 @@ async def test_token_inspector_on_a_real_reply(ckpt_home, tiny_checkpoint):
     import torch
     from textual.widgets import DataTable
 
-    from tui.inspector import InspectorScreen
+    from tui.screens.inspector import InspectorScreen
 
     app = MiniGPTApp()
     async with app.run_test(size=(120, 34)) as pilot:
         await wait_until(pilot, lambda: app.model_status == "ready", 120, "the model")
-        from engine.settings import Sampling, Settings
+        from engine.store.settings import Sampling, Settings
 
         app.settings = Settings(sampling=Sampling(max_new_tokens=10, seed=2))
         await pilot.press("f8")  # nothing to inspect yet

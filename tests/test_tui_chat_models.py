@@ -12,8 +12,8 @@ from textual.widgets import DataTable, Input, Select
 
 from test_tui_support import FakeChat, anyio_backend, chat_turns, ckpt_home, fake_ready, home_with, make_fake, plain, wait_until  # noqa: F401
 from tui.app import MiniGPTApp
-from tui.chat_widgets import ChatInput
-from tui.dialogs import PromptScreen
+from tui.widgets.turns import ChatInput
+from tui.screens.dialogs import PromptScreen
 
 pytestmark = pytest.mark.anyio
 
@@ -105,7 +105,7 @@ async def test_system_prompt_belongs_to_its_conversation(fresh_dirs):
         app.open_conversation(second)  # the other chat was never touched
         await wait_until(pilot, lambda: chat.conversation_id == second, 10, "the second chat")
         assert _system_line(app) == ""
-        from tui.help import KEYS
+        from tui.screens.help import KEYS
 
         assert any(key == "Ctrl+S" and "system prompt" in what for key, what in KEYS)  # F6 lists it
 
@@ -144,7 +144,7 @@ async def test_a_database_from_before_system_prompts_opens_and_gains_them(fresh_
         await _set_system_prompt(pilot, "Be kind.")
         await _send(pilot, "new question")
         assert model.messages[0] == {"role": "system", "content": "Be kind."} and len(model.messages) == 4
-    from tui.conversations import ConversationStore
+    from tui.store.conversations import ConversationStore
 
     again = ConversationStore(path)  # kept in the file
     assert again.get(1).system_prompt == "Be kind." and [t.content for t in again.turns(1)][-1] == "new answer"
@@ -156,7 +156,7 @@ async def test_oldest_turns_left_out_whole_and_the_meter_counts_the_prompt(ckpt_
     """The reply's prompt is the most recent whole turns that fit the window (ChatModel.fit_chat),
     the system prompt always kept; the chat says how many turns were left out and the context
     meter counts the prompt the model read."""
-    from engine.settings import Sampling, Settings
+    from engine.store.settings import Sampling, Settings
 
     system = "You are a helpful assistant."
     app = MiniGPTApp()
@@ -183,7 +183,7 @@ async def test_oldest_turns_left_out_whole_and_the_meter_counts_the_prompt(ckpt_
 
 
 def test_build_config_stage_sets_the_default_dataset():
-    from tui.training import build_config
+    from tui.screens.training import build_config
 
     assert build_config({"stage": "chat"}).dataset == "chitchat"
     assert build_config({"stage": "base"}).dataset is None  # the engine's default text
@@ -215,7 +215,7 @@ async def _training_screen(pilot):
 
 
 async def test_training_form_offers_the_stage(fresh_dirs):
-    from tui.training import build_config
+    from tui.screens.training import build_config
 
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -238,7 +238,7 @@ async def test_training_form_offers_the_stage(fresh_dirs):
 async def test_training_screen_shows_chat_evaluations(fresh_dirs):
     from engine import events as ev
     from tui.messages import TrainEventMessage
-    from tui.run_state import RunState
+    from tui.state.run_state import RunState
 
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -256,8 +256,8 @@ async def test_training_screen_shows_chat_evaluations(fresh_dirs):
 
 
 async def test_picker_marks_chat_models_and_their_scores(fresh_dirs, monkeypatch):
-    from engine import checkpoints
-    from engine.checkpoints import CheckpointStore
+    from engine.store import checkpoints
+    from engine.store.checkpoints import CheckpointStore
 
     monkeypatch.setattr(checkpoints, "hf_cache_models", lambda: [])
     store = CheckpointStore()
@@ -295,9 +295,9 @@ def chat_home(tiny_chat_checkpoint, isolated_dirs, fresh_dirs):
 async def test_a_chat_checkpoint_from_the_picker_answers_with_the_system_prompt(chat_home, tiny_chat_checkpoint, monkeypatch):
     """A real chat model: the picker says so (with its scores), and its replies are made from
     the conversation rendered through its chat template, the system prompt first."""
-    from engine import checkpoints
-    from engine.settings import Sampling, Settings
-    from tui.checkpoints import _pct
+    from engine.store import checkpoints
+    from engine.store.settings import Sampling, Settings
+    from tui.screens.checkpoint_picker import _pct
 
     monkeypatch.setattr(checkpoints, "hf_cache_models", lambda: [])
     meta = chat_home.get(tiny_chat_checkpoint).meta

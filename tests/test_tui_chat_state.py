@@ -10,7 +10,7 @@ import pytest
 from engine.events import GenerationFailed, GenerationStarted, TokenGenerated
 from test_tui_support import FakeChat, anyio_backend, chat_turns, fake_ready, ckpt_home, wait_until  # noqa: F401  (fixtures)
 from tui.app import MiniGPTApp
-from tui.chat_widgets import ChatInput, TurnView
+from tui.widgets.turns import ChatInput, TurnView
 from tui.messages import ConversationDeleted
 
 pytestmark = pytest.mark.anyio
@@ -152,7 +152,7 @@ async def test_failed_reply_gives_the_message_back(fresh_dirs):
 
 
 async def _start_long_run(pilot, app) -> None:
-    from engine.train import TrainConfig
+    from engine.training.job import TrainConfig
 
     assert app.start_training(TrainConfig(dataset="builtin", preset="tiny", max_steps=100_000, eval_every=100_000, name="long"))
     await wait_until(pilot, lambda: app.run_state.step is not None or app.run_state.status == "failed", 240, "a step")
@@ -167,7 +167,7 @@ async def test_app_exit_stops_and_saves_the_run(fresh_dirs):
         app.exit(0)  # not the quit action: the unmount must do it
     state = app.run_state
     assert state.done.is_set()
-    from engine.checkpoints import CheckpointStore
+    from engine.store.checkpoints import CheckpointStore
 
     info = CheckpointStore().get("long")
     assert info.ok and info.meta["steps"] >= 1

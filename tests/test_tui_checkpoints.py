@@ -7,8 +7,8 @@ from textual.widgets import DataTable, Input
 
 from test_tui_support import anyio_backend, ckpt_home, copy_checkpoint, make_broken, plain, wait_until  # noqa: F401
 from tui.app import MiniGPTApp
-from tui.chat_widgets import ChatInput, TurnView
-from tui.dialogs import ConfirmScreen
+from tui.widgets.turns import ChatInput, TurnView
+from tui.screens.dialogs import ConfirmScreen
 
 pytestmark = pytest.mark.anyio
 
@@ -50,7 +50,7 @@ async def test_broken_checkpoint_listed_with_reason(ckpt_home, tiny_checkpoint):
         # details work for it too
         await pilot.press("i")
         await pilot.pause()
-        from tui.dialogs import DetailsScreen
+        from tui.screens.dialogs import DetailsScreen
 
         assert isinstance(app.screen, DetailsScreen)
         await pilot.press("escape")
@@ -80,7 +80,7 @@ async def test_pick_another_checkpoint_chat_uses_it(ckpt_home, tiny_checkpoint):
         assert app.screen.query(TurnView).last().who == "other-model"
         assert app.conversations.turns(app.conversations.list()[0].id)[-1].checkpoint == "other-model"
     # remembered for the next start
-    from engine.settings import load_settings
+    from engine.store.settings import load_settings
 
     assert load_settings().active_checkpoint == "other-model"
 
@@ -146,7 +146,7 @@ async def test_hf_cache_model_is_chatable(ckpt_home, tiny_checkpoint, tmp_path, 
     """Models in the local Hugging Face cache get their own table and load with from_folder."""
     import shutil
 
-    from engine import checkpoints
+    from engine.store import checkpoints
 
     snapshot = tmp_path / "hub" / "models--someone--tiny-gpt" / "snapshots" / "abc123"
     shutil.copytree(ckpt_home.root / tiny_checkpoint, snapshot)

@@ -69,7 +69,7 @@ class Tmux:
 
 
 def test_installed_app_in_tmux(ckpt_home, tiny_checkpoint, tmp_path):
-    from engine.settings import Sampling, Settings, save_settings
+    from engine.store.settings import Sampling, Settings, save_settings
 
     save_settings(Settings(active_checkpoint=tiny_checkpoint, sampling=Sampling(max_new_tokens=12, seed=3)))
     exit_file = tmp_path / "exit-code"
@@ -128,7 +128,7 @@ def test_a_new_user_trains_the_default_chat_model_and_gets_a_reply_that_ends(tmp
     switches to it, and "hi, how are you?" gets a reply that ends by itself before the token limit."""
     import re
 
-    from engine.settings import Sampling
+    from engine.store.settings import Sampling
 
     env = {k: os.environ[k] for k in ("MINIGPT_OFFLINE", "HF_HUB_OFFLINE")}
     for var, sub in (("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config"), ("XDG_CACHE_HOME", "cache")):

@@ -13,12 +13,12 @@ import pytest
 from conftest import ROOT
 from test_tui_support import FakeChat, anyio_backend, plain, wait_until  # noqa: F401  (fixtures)
 from tui.app import MiniGPTApp
-from tui.chat_widgets import ChatInput, TurnView
-from tui.conversations import ConversationStore, Turn
+from tui.widgets.turns import ChatInput, TurnView
+from tui.store.conversations import ConversationStore, Turn
 
 @pytest.mark.anyio
 async def test_damaged_conversation_db_is_kept_aside(fresh_dirs):
-    from engine.paths import conversations_db
+    from engine.store.paths import conversations_db
 
     db = conversations_db()
     db.parent.mkdir(parents=True, exist_ok=True)
@@ -41,7 +41,7 @@ def test_two_instances_write_one_db_without_loss(tmp_path):
     ConversationStore(path).close()
     script = textwrap.dedent(f"""
         import sys
-        from tui.conversations import ConversationStore, Turn
+        from tui.store.conversations import ConversationStore, Turn
         store = ConversationStore({str(path)!r})
         cid = store.create("writer " + sys.argv[1], None)
         for i in range(150):

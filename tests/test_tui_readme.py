@@ -9,10 +9,10 @@ import pytest
 from textual.widgets import DataTable
 
 from test_tui_support import FakeChat, anyio_backend, ckpt_home, copy_checkpoint, plain, wait_until  # noqa: F401
-from engine.train import FIRST_RUN_BUDGET_S, FIRST_RUN_DATASET
+from engine.training.job import FIRST_RUN_BUDGET_S, FIRST_RUN_DATASET
 from tui.app import MiniGPTApp
-from tui.chat_widgets import ChatInput, TurnView
-from tui.dialogs import ConfirmScreen, DetailsScreen
+from tui.widgets.turns import ChatInput, TurnView
+from tui.screens.dialogs import ConfirmScreen, DetailsScreen
 
 pytestmark = pytest.mark.anyio
 
@@ -93,7 +93,7 @@ async def test_picker_details_and_header_click_sort(ckpt_home, tiny_checkpoint):
 
 
 async def test_export_overwrite_asks_and_yes_overwrites(fresh_dirs):
-    from tui.conversations import Turn
+    from tui.store.conversations import Turn
 
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(100, 30)) as pilot:

@@ -13,15 +13,15 @@ import pytest
 
 from test_tui_support import FakeChat, make_broken, make_fake, wait_until
 from tui.app import MiniGPTApp
-from tui.chat_widgets import ChatInput
+from tui.widgets.turns import ChatInput
 
 SIZE = (80, 24)
 
 
 @pytest.fixture
 def fixed_store(fresh_dirs, monkeypatch):
-    from engine import checkpoints
-    from engine.checkpoints import CheckpointStore
+    from engine.store import checkpoints
+    from engine.store.checkpoints import CheckpointStore
 
     monkeypatch.setattr(checkpoints, "hf_cache_models", lambda: [])
     store = CheckpointStore()
@@ -139,7 +139,7 @@ def _run_events():
 def test_snapshot_training_live(fresh_dirs, snap_compare):
     """The live view of a run: chart against tokens seen, learning rate, samples history."""
     from tui.messages import TrainEventMessage, TrainProgress
-    from tui.run_state import RunState
+    from tui.state.run_state import RunState
 
     async def run_before(pilot):
         app = pilot.app
@@ -160,7 +160,7 @@ def test_snapshot_training_live(fresh_dirs, snap_compare):
 
 
 def test_snapshot_saved_chats_search(fresh_dirs, snap_compare):
-    from tui.conversations import ConversationStore, Turn
+    from tui.store.conversations import ConversationStore, Turn
 
     def fill(app) -> None:
         store = ConversationStore()
@@ -190,7 +190,7 @@ def test_snapshot_saved_chats_search(fresh_dirs, snap_compare):
 def test_snapshot_token_inspector(fresh_dirs, snap_compare):
     """The inspector over a fixed reply: tokens coloured by probability, one selected, its top 10."""
     from engine.events import TokenChoice
-    from tui.inspector import InspectorScreen
+    from tui.screens.inspector import InspectorScreen
 
     words = ["The", " city", " was", " built", " on", " a", " hill", "."]
     vocab = words + [" town", " river", " is", " were", " in", " the", " an", " high", " mountain", ",", " of", " and"]
@@ -215,7 +215,7 @@ def test_snapshot_compare(fresh_dirs, snap_compare):
     """Compare: one prompt, two models side by side, each reply with its own speed."""
 
     async def run_before(pilot):
-        from tui.compare import CompareScreen
+        from tui.screens.compare import CompareScreen
 
         app = pilot.app
         await wait_until(pilot, lambda: app.model_status == "none", 30, "start-up")

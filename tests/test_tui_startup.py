@@ -10,9 +10,9 @@ import time
 import pytest
 
 from test_tui_support import anyio_backend, ckpt_home, plain, wait_until  # noqa: F401
-from engine.train import FIRST_RUN_BUDGET_S, FIRST_RUN_DATASET
+from engine.training.job import FIRST_RUN_BUDGET_S, FIRST_RUN_DATASET
 from tui.app import EXIT_AFTER_FIRST_FRAME_ENV, FIRST_FRAME_ENV, MiniGPTApp
-from tui.chat_widgets import ChatInput
+from tui.widgets.turns import ChatInput
 
 pytestmark = pytest.mark.anyio
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,7 +85,7 @@ async def test_first_run_trains_and_quit_saves(fresh_dirs):
         await wait_until(pilot, lambda: not app.is_running, 300, "quit")
         await quitting
     assert app.return_code == 0
-    from engine.checkpoints import CheckpointStore
+    from engine.store.checkpoints import CheckpointStore
 
     infos = CheckpointStore().list()
     assert len(infos) == 1 and infos[0].ok and infos[0].meta["steps"] >= 1  # saved before quitting
@@ -111,7 +111,7 @@ async def test_quit_while_reply_streams(ckpt_home, tiny_checkpoint):
 
 
 async def test_settings_restored_and_missing_checkpoint_reported(ckpt_home, tiny_checkpoint):
-    from engine.settings import Sampling, Settings, save_settings
+    from engine.store.settings import Sampling, Settings, save_settings
 
     save_settings(Settings(active_checkpoint=tiny_checkpoint, sampling=Sampling(temperature=0.3, seed=5), theme="textual-light"))
     app = MiniGPTApp(checkpoint="no-such-model")
@@ -123,7 +123,7 @@ async def test_settings_restored_and_missing_checkpoint_reported(ckpt_home, tiny
         assert any("no-such-model" in str(n.message) for n in app._notifications)
         await pilot.press("f7")
         assert app.theme == "textual-dark"
-    from engine.settings import load_settings
+    from engine.store.settings import load_settings
 
     assert load_settings().theme == "textual-dark"
 
@@ -135,7 +135,7 @@ async def test_screens_keys_and_palette(fresh_dirs):
         for key, view in (("f2", "training"), ("f3", "checkpoints"), ("f1", "chat")):
             await pilot.press(key)
             await wait_until(pilot, lambda: app.screen is app.views.get(view), 10, view)
-        from tui.help import HelpScreen
+        from tui.screens.help import HelpScreen
 
         await pilot.press("f6")
         await pilot.pause()
@@ -170,7 +170,7 @@ async def test_footer_rebuilds_only_when_its_keys_change(fresh_dirs, monkeypatch
     frame); the app's footer rebuilds when what it shows changes."""
     from textual.widgets._footer import FooterKey
 
-    from tui.footer import AppFooter
+    from tui.widgets.footer import AppFooter
 
     composed = []
     compose = AppFooter.compose
@@ -215,7 +215,7 @@ async def test_footer_shows_the_screens_and_help_first_at_80_columns(fresh_dirs)
     F1-F3 and Help, all four on screen."""
     from textual.widgets._footer import FooterKey
 
-    from tui.footer import AppFooter
+    from tui.widgets.footer import AppFooter
 
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(80, 24)) as pilot:

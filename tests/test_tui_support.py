@@ -36,7 +36,7 @@ async def fake_ready(pilot, app, chat) -> None:
 
 def chat_turns(app) -> list:
     """The turns shown in the chat screen (whichever screen is on top)."""
-    from tui.chat_widgets import TurnView
+    from tui.widgets.turns import TurnView
 
     return list(app.views["chat"].query(TurnView))
 
@@ -47,7 +47,7 @@ def session_checkpoints(isolated_dirs) -> Path:
 
 def home_with(name: str, isolated_dirs):
     """The store of the fresh data dirs (``fresh_dirs``), holding a copy of the session's checkpoint ``name``."""
-    from engine.checkpoints import CheckpointStore
+    from engine.store.checkpoints import CheckpointStore
 
     store = CheckpointStore()
     store.root.mkdir(parents=True, exist_ok=True)
@@ -104,7 +104,7 @@ def make_fake(store, name: str, **meta) -> Path:
 
 
 class FakeChat:
-    """Stands in for engine.generate.ChatModel where a test needs exact model text."""
+    """Stands in for engine.generation.chat_model.ChatModel where a test needs exact model text."""
 
     def __init__(self, pieces: list[str], name: str = "fake", delay: float = 0.0, ends: str = "eos"):
         self.pieces, self.name, self.delay = pieces, name, delay

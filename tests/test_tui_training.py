@@ -28,7 +28,7 @@ async def _open_training(pilot, app):
 
 
 def test_time_budget_field_makes_a_timed_run():
-    from tui.training import build_config
+    from tui.screens.training import build_config
 
     config = build_config({"time": "3m", "dataset": "builtin", "preset": "tiny"})
     assert config.time_budget == 180.0 and config.max_steps is None
@@ -99,7 +99,7 @@ async def test_tiny_run_from_the_app(fresh_dirs):
         assert "val loss" in plain(screen.query_one("#run-eval")) and "bits/byte" in plain(screen.query_one("#run-eval"))
         from textual.widgets import RichLog
 
-        from tui.loss_chart import LossChart
+        from tui.widgets.loss_chart import LossChart
 
         history = screen.query_one("#sample-history", RichLog)
         assert app.run_state.samples and any(f"step {s.step}:" in "".join(seg.text for seg in line) for line in history.lines for s in app.run_state.samples)
@@ -148,7 +148,7 @@ async def test_failed_run_shows_error_not_traceback(fresh_dirs, tmp_path):
 
 
 async def test_pause_resume_and_stop_saves(fresh_dirs):
-    from engine.checkpoints import CheckpointStore
+    from engine.store.checkpoints import CheckpointStore
 
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -186,7 +186,7 @@ async def test_pause_resume_and_stop_saves(fresh_dirs):
 async def test_fine_tune_a_saved_checkpoint_from_the_form(ckpt_home, tiny_checkpoint):
     """"Start from" a saved checkpoint (by name) with a time budget: the run fine-tunes it
     (its weights, its tokenizer) and ends on the clock."""
-    from engine.checkpoints import CheckpointStore
+    from engine.store.checkpoints import CheckpointStore
 
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(100, 32)) as pilot:

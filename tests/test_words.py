@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from engine import data
-from engine.evaluate import evaluate
+from engine.data import sources as data
+from engine.evaluation.perplexity import evaluate
 from engine.model import PRESETS, build_model
-from engine.tokenizer import load_gpt2, token_byte_lengths
-from engine.words import count_words, word_table
+from engine.data.tokenizer import load_gpt2, token_byte_lengths
+from engine.evaluation.words import count_words, word_table
 
 # WikiText's word-level layout: words split by single spaces, a space before each line
 TEXT = " = Cats = \n \n The cat sat on the mat . \n It was happy . \n"
@@ -89,7 +89,7 @@ def test_raw_text_is_not_word_level(tmp_path):
 
 
 def test_eval_command_on_a_single_word_level_file(tiny_checkpoint, tmp_path, capsys):
-    from engine.checkpoints import CheckpointStore
+    from engine.store.checkpoints import CheckpointStore
     from engine.cli import main
 
     _model, tokenizer, _info = CheckpointStore().load(tiny_checkpoint, "cpu")  # the checkpoint's own tokenizer

@@ -19,16 +19,16 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.signal import Signal
 
-from engine.settings import Settings, load_settings, save_settings
+from engine.store.settings import Settings, load_settings, save_settings
 
-from .chat import ChatScreen
-from .commands import ChatsProvider, CheckpointsProvider, ScreensProvider
-from .conversations import ConversationStore
-from .active_model import ActiveModel
-from .messages import ChatCommand, ConversationDeleted
-from .run_state import RunState
-from .safe import one_line
-from .training_control import TrainingControl
+from tui.screens.chat import ChatScreen
+from tui.commands import ChatsProvider, CheckpointsProvider, ScreensProvider
+from tui.store.conversations import ConversationStore
+from tui.state.active_model import ActiveModel
+from tui.messages import ChatCommand, ConversationDeleted
+from tui.state.run_state import RunState
+from tui.safe import one_line
+from tui.state.training_control import TrainingControl
 
 # Test and benchmark hooks: write "<unix time> <torch imported 0|1>" to this file once the
 # first frame has been painted, and exit right after when MINIGPT_TUI_EXIT_AFTER_FIRST_FRAME=1.
@@ -40,7 +40,7 @@ DARK, LIGHT = "textual-dark", "textual-light"
 
 class MiniGPTApp(ActiveModel, TrainingControl, App[int]):
     """Chat (F1), training (F2) and checkpoints (F3) around one active model.  The model's life
-    cycle is in ``tui.active_model``, training runs in ``tui.training_control``."""
+    cycle is in ``tui.state.active_model``, training runs in ``tui.state.training_control``."""
 
     CSS_PATH = "app.tcss"
     TITLE = "minigpt-tui"
@@ -60,7 +60,7 @@ class MiniGPTApp(ActiveModel, TrainingControl, App[int]):
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
     ]
 
-    # The first-run model: engine.train.first_run_config (the "seed" preset, the tutorial's 6x128
+    # The first-run model: engine.training.job.first_run_config (the "seed" preset, the tutorial's 6x128
     # GPT-2, with the engine's defaults): a small chat model on the offline chitchat conversations,
     # for 3 minutes of training on a CPU, 1 on a GPU.  Resume it from F3 to train further.
     DEFAULT_PRESET = "seed"
@@ -147,13 +147,13 @@ class MiniGPTApp(ActiveModel, TrainingControl, App[int]):
 
     def apply_user_keymap(self) -> None:
         """keymap.json in the config dir (binding id -> keys), checked against the app's ids."""
-        from engine.paths import keymap_file
+        from engine.store.paths import keymap_file
 
-        from .chat_widgets import ChatInput
-        from .checkpoints import CheckpointsScreen
-        from .conversations_screen import ConversationsScreen
-        from .keymap import binding_ids, load_keymap
-        from .training import TrainingScreen
+        from tui.widgets.turns import ChatInput
+        from tui.screens.checkpoint_picker import CheckpointsScreen
+        from tui.screens.saved_chats import ConversationsScreen
+        from tui.keymap import binding_ids, load_keymap
+        from tui.screens.training import TrainingScreen
 
         known = binding_ids(type(self), ChatScreen, ChatInput, TrainingScreen, CheckpointsScreen, ConversationsScreen)
         keymap, problems = load_keymap(keymap_file(), known)
@@ -170,7 +170,7 @@ class MiniGPTApp(ActiveModel, TrainingControl, App[int]):
             self.notify(f"Cannot save settings: {exc.strerror or exc}", severity="error")
 
     def action_sampling(self) -> None:
-        from .sampling import SamplingScreen
+        from tui.screens.sampling import SamplingScreen
 
         if isinstance(self.screen, SamplingScreen):
             return
@@ -184,7 +184,7 @@ class MiniGPTApp(ActiveModel, TrainingControl, App[int]):
         self.push_screen(SamplingScreen(self.settings.sampling), done)
 
     def action_conversations(self) -> None:
-        from .conversations_screen import ConversationsScreen
+        from tui.screens.saved_chats import ConversationsScreen
 
         if isinstance(self.screen, ConversationsScreen):
             return
@@ -221,7 +221,7 @@ class MiniGPTApp(ActiveModel, TrainingControl, App[int]):
         self.train_default()
 
     def action_help(self) -> None:
-        from .help import HelpScreen
+        from tui.screens.help import HelpScreen
 
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
@@ -290,13 +290,13 @@ class MiniGPTApp(ActiveModel, TrainingControl, App[int]):
 
 
 def _training_screen():
-    from .training import TrainingScreen
+    from tui.screens.training import TrainingScreen
 
     return TrainingScreen()
 
 
 def _checkpoints_screen():
-    from .checkpoints import CheckpointsScreen
+    from tui.screens.checkpoint_picker import CheckpointsScreen
 
     return CheckpointsScreen()
 

@@ -73,7 +73,7 @@ class CheckpointsProvider(_ListProvider):
     """"Use NAME": make a saved checkpoint the chat's model."""
 
     def load(self):
-        from engine.checkpoints import CheckpointStore
+        from engine.store.checkpoints import CheckpointStore
 
         entries = []
         for info in CheckpointStore().list():

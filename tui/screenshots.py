@@ -33,9 +33,9 @@ async def _wait(pilot, condition, timeout: float) -> None:
 async def _shoot(out: Path) -> list[Path]:
     from textual.widgets import Input, Select
 
-    from engine.settings import Sampling, Settings, save_settings
+    from engine.store.settings import Sampling, Settings, save_settings
 
-    from .app import MiniGPTApp
+    from tui.app import MiniGPTApp
 
     save_settings(Settings(sampling=Sampling(max_new_tokens=40, seed=7)))
     app = MiniGPTApp()
@@ -82,7 +82,7 @@ async def _shoot(out: Path) -> list[Path]:
         await pilot.pause(0.5)
         written.append(Path(app.save_screenshot("screen-chat.svg", str(out))))
         # a damaged checkpoint folder, to show how the picker lists one
-        from engine.checkpoints import CheckpointStore
+        from engine.store.checkpoints import CheckpointStore
 
         broken = CheckpointStore().root / "half-copied"
         broken.mkdir()

@@ -1,0 +1,1 @@
+"""Where training text comes from: sources (hub, files, offline), conversations, the chat format, tokenizers."""

@@ -1,0 +1,1 @@
+"""Scores: bits per byte and word perplexity on a split, chat scores (end of turn, reply ranking)."""

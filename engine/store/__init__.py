@@ -1,0 +1,1 @@
+"""What lives on disk: checkpoints, settings, the user's folders, atomic writes."""

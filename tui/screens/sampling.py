@@ -1,0 +1,100 @@
+"""Sampling settings (a modal): temperature, top-k, top-p, max new tokens, repetition penalty, seed."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+from engine.errors import UsageError
+from engine.store.settings import Sampling
+
+from tui.safe import literal
+
+FIELDS = [
+    ("temperature", "Temperature", "0 = greedy", float),
+    ("top_k", "Top-k", "0 = off", int),
+    ("top_p", "Top-p", "1 = off", float),
+    ("max_new_tokens", "Max new tokens", ">= 1", int),
+    ("repetition_penalty", "Repetition penalty", "1 = off", float),
+    ("seed", "Seed", "empty = random", int),
+]
+
+
+def parse_sampling(values: dict[str, str]) -> Sampling:
+    """Sampling from form strings; raises UsageError naming the bad field."""
+    parsed = {}
+    for key, label, _hint, kind in FIELDS:
+        text = values.get(key, "").strip()
+        if key == "seed" and text == "":
+            parsed[key] = None
+            continue
+        try:
+            parsed[key] = kind(text)
+        except ValueError:
+            raise UsageError(f"{label.lower()}: expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+        if kind is float and parsed[key] != parsed[key]:
+            raise UsageError(f"{label.lower()} is not a number")
+    return Sampling(**parsed).validated()
+
+
+class SamplingScreen(ModalScreen[Sampling | None]):
+    """Edit the sampling values; dismisses with the new Sampling (the app saves it) or None."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel", id="sampling.cancel")]
+
+    def __init__(self, sampling: Sampling):
+        super().__init__(classes="dialog-screen")
+        self.sampling = sampling
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="sampling-dialog"):
+            yield Label("Sampling", classes="dialog-title")
+            with Grid(id="sampling-grid"):
+                for key, label, hint, _kind in FIELDS:
+                    value = getattr(self.sampling, key)
+                    yield Label(label, classes="field-label")
+                    yield Input("" if value is None else str(value), placeholder=hint, id=f"s-{key}", compact=True)
+            yield Static("", id="sampling-error", classes="form-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Save", variant="primary", id="save")
+                yield Button("Defaults", id="defaults")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#s-temperature", Input).focus()
+
+    def _values(self) -> dict[str, str]:
+        return {key: self.query_one(f"#s-{key}", Input).value for key, *_ in FIELDS}
+
+    def _save(self) -> None:
+        for inp in self.query(Input):
+            inp.remove_class("-invalid")
+        try:
+            sampling = parse_sampling(self._values())
+        except UsageError as exc:
+            message = str(exc)
+            self.query_one("#sampling-error", Static).update(literal(message))
+            for key, label, *_ in FIELDS:
+                if label.lower() in message.lower() or key.replace("_", " ") in message.lower() or key.replace("_", "-") in message.lower():
+                    self.query_one(f"#s-{key}", Input).add_class("-invalid")
+                    break
+            return
+        self.dismiss(sampling)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self._save()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "save":
+            self._save()
+        elif event.button.id == "defaults":
+            for key, *_ in FIELDS:
+                value = getattr(Sampling(), key)
+                self.query_one(f"#s-{key}", Input).value = "" if value is None else str(value)
+        else:
+            self.dismiss(None)

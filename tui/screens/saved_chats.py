@@ -1,0 +1,152 @@
+"""Saved conversations (a modal): open, rename, delete, export to Markdown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Input, Label, Static
+
+from tui.store.conversations import ConversationStore
+from tui.screens.dialogs import ConfirmScreen, PromptScreen
+from tui.messages import ConversationDeleted
+from tui.safe import one_line
+
+
+class ConversationsScreen(ModalScreen[int | None]):
+    """Dismisses with the id of the conversation to open, or None."""
+
+    BINDINGS = [
+        Binding("escape", "dismiss(None)", "Close", id="conv.close"),
+        Binding("r", "rename", "Rename", id="conv.rename"),
+        Binding("d,delete", "delete", "Delete", id="conv.delete"),
+        Binding("e", "export", "Export", id="conv.export"),
+        Binding("slash", "search", "Search", id="conv.search"),
+    ]
+
+    def __init__(self, store: ConversationStore, current: int | None = None):
+        super().__init__(classes="dialog-screen")
+        self.store, self.current = store, current
+        self.loaded: str | None = None  # the search text of the rows shown (None: not read yet)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide", id="conversations-dialog"):
+            yield Label("Conversations  (Enter open \u00b7 r rename \u00b7 d delete \u00b7 e export \u00b7 / search)", classes="dialog-title")
+            yield Input(placeholder="search every message (/)", id="conversations-search", compact=True)
+            yield DataTable(id="conversations-table", cursor_type="row", zebra_stripes=True)
+            yield Static("", id="conversations-note")
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_column("title", key="title")
+        table.add_column("checkpoint", key="checkpoint")
+        table.add_column("turns", key="turns")
+        table.add_column("updated", key="updated")
+        table.add_column("match", key="match")
+        self.reload()
+        table.focus()
+
+    def reload(self) -> None:
+        """List (or search) on a worker: the database is never read on the UI's time."""
+        text = self.query_one("#conversations-search", Input).value
+        self.run_worker(lambda: self._read(text), thread=True, group="conversations", exclusive=True, exit_on_error=False)
+
+    def _read(self, text: str) -> None:
+        convs = self.store.search(text) if text.strip() else self.store.list()
+        self.app.call_from_thread(self._show, text, convs)
+
+    def _show(self, text: str, convs) -> None:
+        if text != self.query_one("#conversations-search", Input).value:
+            return  # typed on since: a newer search is on its way
+        table = self.query_one(DataTable)
+        table.clear()
+        for c in convs:
+            cells = (one_line(c.title, 40), one_line(c.checkpoint or "-", 24), str(c.messages), c.updated[:16].replace("T", " "), one_line(c.snippet, 60))
+            table.add_row(*(Text(cell) for cell in cells), key=str(c.id))  # Text: never markup
+        note = "No saved conversations yet." if not convs and not text.strip() else f"Nothing matches {text.strip()!r}." if not convs else ""
+        self.query_one("#conversations-note", Static).update(Text(note))
+        self.loaded = text
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self.reload()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.query_one(DataTable).focus()
+
+    def action_search(self) -> None:
+        self.query_one("#conversations-search", Input).focus()
+
+    def _selected(self) -> int | None:
+        table = self.query_one(DataTable)
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        return int(key.value)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.dismiss(int(event.row_key.value))
+
+    def action_rename(self) -> None:
+        cid = self._selected()
+        conv = self.store.get(cid) if cid is not None else None
+        if conv is None:
+            return
+
+        def done(title: str | None) -> None:
+            if title:
+                self.store.rename(cid, title)
+                self.reload()
+
+        self.app.push_screen(PromptScreen("Rename conversation", conv.title, lambda v: None if v else "the title cannot be empty"), done)
+
+    def action_delete(self) -> None:
+        cid = self._selected()
+        conv = self.store.get(cid) if cid is not None else None
+        if conv is None:
+            return
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self.store.delete(cid)
+                self.app.notify(f"Deleted conversation {one_line(conv.title, 40)!r}")
+                if cid == self.current:
+                    self.current = None
+                    self.app.post_message(ConversationDeleted(cid))
+                self.reload()
+
+        self.app.push_screen(ConfirmScreen(f"Delete the conversation '{conv.title}'?", yes="Delete"), done)
+
+    def action_export(self) -> None:
+        cid = self._selected()
+        if cid is None:
+            return
+
+        def write(path_text: str | None, overwrite: bool = False) -> None:
+            if not path_text:
+                return
+            path = Path(path_text).expanduser()
+            try:
+                written = self.store.export(cid, path, overwrite=overwrite)
+            except FileExistsError:
+                self.app.push_screen(
+                    ConfirmScreen(f"{path} exists. Overwrite it?", yes="Overwrite"),
+                    lambda yes: write(path_text, overwrite=True) if yes else self.app.notify("Export cancelled"),
+                )
+                return
+            except OSError as exc:
+                self.app.notify(f"Could not export: {exc.strerror or exc}", severity="error")
+                return
+            self.app.notify(f"Exported to {written}")
+
+        self.app.push_screen(
+            PromptScreen("Export to Markdown file", str(self.store.default_export_path(cid)), lambda v: None if v else "give a file path"),
+            write,
+        )
+

@@ -1,0 +1,1 @@
+"""The app's own storage: saved conversations in SQLite."""
