@@ -33,7 +33,7 @@ def run_variant(packed, tokenizer, steps: int, val_blocks: int, activation: str,
     import torch
 
     from engine.evaluation.perplexity import evaluate
-    from engine.training.loss import causal_lm_loss
+    from engine.loss import causal_lm_loss
     from engine.model import build_model, get_preset
     from engine.training.optim import param_groups
     from engine.training.schedule import budget_lr_factor

@@ -4,7 +4,7 @@ same gradients (a real tiny GPT-2 and Llama)."""
 import pytest
 import torch
 
-from engine.training.loss import causal_lm_loss, final_hidden_states, supports_hidden_state_loss
+from engine.loss import causal_lm_loss, final_hidden_states, supports_hidden_state_loss
 from engine.model import PRESETS, build_model
 
 
@@ -45,7 +45,7 @@ def test_no_gradient_work_without_grad_mode(monkeypatch):
     """Evaluation (no_grad / inference_mode) computes the loss only: no gradient products."""
     import torch
 
-    from engine.training import loss as loss_mod
+    from engine import loss as loss_mod
 
     torch.manual_seed(0)
     hidden, weight = torch.randn(40, 8, requires_grad=True), torch.randn(50, 8, requires_grad=True)
@@ -74,7 +74,7 @@ def test_low_precision_hidden_states_against_a_full_precision_head():
     weight.grad = None
 
     low = hidden.to(torch.bfloat16).requires_grad_()
-    from engine.training.loss import linear_cross_entropy
+    from engine.loss import linear_cross_entropy
 
     value = linear_cross_entropy(low, weight, targets, rows=8)
     value.backward()
@@ -86,7 +86,7 @@ def test_low_precision_hidden_states_against_a_full_precision_head():
 def test_targets_far_below_the_best_logit_keep_an_exact_loss():
     """-log p(target) comes from the softmax; where p underflows to 0 in fp32 (a logit ~87+
     nats below its row's best) the loss is taken from the logits instead, never inf."""
-    from engine.training.loss import linear_cross_entropy
+    from engine.loss import linear_cross_entropy
 
     torch.manual_seed(2)
     hidden = (torch.randn(20, 8) * 40).requires_grad_()

@@ -5,7 +5,7 @@ Bits per byte divides the summed loss (in bits) by the bytes of text the predict
 stand for, so models with different tokenizers compare fairly.  Word perplexity,
 exp(nats / words), puts the same nats over the words those tokens stand for (see
 ``engine.evaluation.words``), as published WikiText tables do.  The loss is taken over hidden states a
-slice at a time (``engine.training.loss``), so full-vocabulary logits for a whole batch never exist.
+slice at a time (``engine.loss``), so full-vocabulary logits for a whole batch never exist.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def evaluate(
     import torch
     import torch.nn.functional as F
 
-    from engine.training.loss import final_hidden_states, linear_cross_entropy, supports_hidden_state_loss
+    from engine.loss import final_hidden_states, linear_cross_entropy, supports_hidden_state_loss
     from engine.model import autocast
 
     if len(blocks) == 0:

@@ -1,6 +1,6 @@
 """``transformers.Trainer`` with this project's three choices plugged into its own hooks.
 
-* ``compute_loss``: the loss over final hidden states a slice at a time (``engine.training.loss``), so
+* ``compute_loss``: the loss over final hidden states a slice at a time (``engine.loss``), so
   a batch's full-vocabulary logits never exist (GPT-2 and Llama-style models; others fall
   back to the Trainer's own loss);
 * ``create_optimizer``: ``--optimizer muon`` gives Muon for hidden matrices + AdamW for the
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from transformers import Trainer
 
-from engine.training.loss import causal_lm_loss, final_hidden_states, supports_hidden_state_loss
+from engine.loss import causal_lm_loss, final_hidden_states, supports_hidden_state_loss
 from engine.training.schedule import WARMDOWN_FRACTION, TrainClock, budget_lr_factor
 
 
