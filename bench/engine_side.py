@@ -6,10 +6,10 @@ import time
 
 from engine.events import TrainEval, TrainStarted, TrainStep
 
-# The product's default tokenizer (engine.training.job.DEFAULT_TOKENIZER, chosen by the sweep): a BPE
+# The product's default tokenizer (engine.training.config.DEFAULT_TOKENIZER, chosen by the sweep): a BPE
 # trained on the data.  Far fewer tokens than GPT-2's 50,257 cut the LM head and cross-entropy
 # (most of a seed step); bits per byte keeps quality comparable across tokenizers.
-from engine.training.job import DEFAULT_TOKENIZER as TOKENIZER  # noqa: E402
+from engine.training.config import DEFAULT_TOKENIZER as TOKENIZER  # noqa: E402
 
 
 class Recorder:
@@ -39,7 +39,8 @@ class Recorder:
 def train(data: str, name: str, *, max_steps: int, eval_every: int, eval_blocks: int, budget_s: float | None = None,
           tokenizer: str = TOKENIZER, batch_size: int | None = None, sample_tokens: int = 8, preset: str = "seed",
           device: str = "auto"):
-    from engine.training.job import TrainConfig, TrainingJob
+    from engine.training.config import TrainConfig
+    from engine.training.job import TrainingJob
 
     # ``budget_s`` is the product's --time: training time (the bench's own evaluations excluded,
     # as the engine excludes them), ending with the rate decayed; the run ends itself

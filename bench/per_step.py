@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.data import sources as data_mod
     from engine.data import tokenizer as tok_mod
     from engine.model import quiet_transformers
-    from engine.training.job import DEFAULT_TOKENIZER
+    from engine.training.config import DEFAULT_TOKENIZER
 
     quiet_transformers()
     source = data_mod.resolve(args.data or DEFAULT_DATA)

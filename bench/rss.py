@@ -40,7 +40,8 @@ def main(argv: list[str]) -> int:
     what = argv[0]
     if what == "train":
         from engine.events import TrainFinished
-        from engine.training.job import TrainConfig, TrainingJob
+        from engine.training.config import TrainConfig
+        from engine.training.job import TrainingJob
 
         data, steps = argv[1], int(argv[2])
         tokenizer = argv[3] if len(argv) > 3 else "gpt2"

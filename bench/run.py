@@ -382,7 +382,7 @@ def _run(tmp: Path, data: Path, budget_min: float, quick: bool, rounds: int | No
     steps = 3 if quick else 8
     log("memory: peak RSS of training and chatting (subprocesses)")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-    from engine.training.job import TrainConfig
+    from engine.training.config import TrainConfig
 
     product = TrainConfig()
     report["memory"] = {

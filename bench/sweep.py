@@ -94,8 +94,9 @@ def run_one(flags: str, data: str, budget: str, root: Path, name: str, log) -> d
         log(f"[sweep] {name} failed: {row['error']}")
         return row
     from engine.store.checkpoints import META_FILE
+    from engine.store.record import CheckpointRecord
 
-    meta = json.loads((root / "data" / "minigpt-tui" / "checkpoints" / name / META_FILE).read_text())
+    rec = CheckpointRecord.from_json(json.loads((root / "data" / "minigpt-tui" / "checkpoints" / name / META_FILE).read_text()))
     ev = subprocess.run([sys.executable, "-m", "tui", "eval", "--checkpoint", name], env=env,
                         capture_output=True, text=True)
     if ev.returncode != 0:
@@ -103,13 +104,13 @@ def run_one(flags: str, data: str, budget: str, root: Path, name: str, log) -> d
         row["error"] = f"eval: {lines[-1] if lines else f'exit code {ev.returncode}'}"
         return row
     score = json.loads(ev.stdout.strip().splitlines()[-1])
-    train_s = meta.get("train_time_s") or 0
+    train_s = rec.train_time_s or 0
     row.update(
-        tokenizer=meta.get("tokenizer"), vocab_size=meta.get("vocab_size"), preset=meta.get("preset"), arch=meta.get("arch"),
-        optimizer=meta.get("optimizer"), lr=meta.get("lr"), batch_size=meta.get("batch_size"), params=meta.get("params"),
-        dtype=meta.get("dtype"), steps=meta.get("steps"), tokens_seen=meta.get("tokens_seen"),
-        train_time_s=train_s, overhead_s=meta.get("overhead_s"),
-        tokens_per_s=round(meta["tokens_seen"] / train_s, 1) if train_s else None,
+        tokenizer=rec.tokenizer, vocab_size=rec.vocab_size, preset=rec.preset, arch=rec.arch,
+        optimizer=rec.optimizer, lr=rec.lr, batch_size=rec.batch_size, params=rec.params,
+        dtype=rec.dtype, steps=rec.steps, tokens_seen=rec.tokens_seen,
+        train_time_s=train_s, overhead_s=rec.overhead_s,
+        tokens_per_s=round(rec.tokens_seen / train_s, 1) if train_s and rec.tokens_seen else None,
         val_loss=score["loss"], val_bits_per_byte=score["bits_per_byte"], val_word_perplexity=score.get("word_perplexity"),
         val_tokens=score["tokens"],
         # conversations (engine.evaluation.chat_scores): end-of-turn rate, mean reply tokens, reply-ranking top-1

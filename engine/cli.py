@@ -37,7 +37,7 @@ def train_parser() -> argparse.ArgumentParser:
     would delay every other command, the app's first frame above all."""
     from transformers import HfArgumentParser
 
-    from engine.training.job import TrainConfig
+    from engine.training.config import TrainConfig
 
     class TrainParser(_OneLineErrors, HfArgumentParser):
         pass
@@ -47,7 +47,7 @@ def train_parser() -> argparse.ArgumentParser:
 
 def train_config(argv: Sequence[str]):
     """The ``TrainConfig`` that ``minigpt-tui train ARGV`` asks for (not yet checked)."""
-    from engine.training.job import TrainConfig
+    from engine.training.config import TrainConfig
 
     return TrainConfig(**vars(train_parser().parse_args(list(argv))))
 
@@ -384,10 +384,10 @@ def cmd_checkpoints(args) -> int:
             if not i.ok:
                 print(f"{i.name:<28} BROKEN: {i.broken}")
                 continue
-            m = i.meta
+            m = i.record
             print(
-                f"{i.name:<28} {m.get('preset', '?'):<7} {_fmt_params(m.get('params')):>8} {m.get('steps', 0):>7} "
-                f"{_fmt_num(m.get('val_loss'), 4):>8} {_fmt_num(m.get('bits_per_byte'), 3):>6}  {m.get('dataset', '')}"
+                f"{i.name:<28} {m.preset or '?':<7} {_fmt_params(m.params):>8} {m.steps:>7} "
+                f"{_fmt_num(m.val_loss, 4):>8} {_fmt_num(m.bits_per_byte, 3):>6}  {m.dataset or ''}"
             )
         return EXIT_OK
     if action == "show":
@@ -431,12 +431,13 @@ def cmd_eval(args) -> int:
 
     from engine.evaluation.words import word_table
 
-    spec = args.dataset or info.meta.get("dataset_spec")
-    config = args.dataset_config if args.dataset else info.meta.get("dataset_config")
-    source = data_mod.resolve(spec, config, lambda m: _err(f"note: {m}"), info.meta.get("assistant") or "both")
-    if args.word_level or (not args.dataset and info.meta.get("word_level")):
+    record = info.record
+    spec = args.dataset or record.dataset_spec
+    config = args.dataset_config if args.dataset else record.dataset_config
+    source = data_mod.resolve(spec, config, lambda m: _err(f"note: {m}"), record.assistant or "both")
+    if args.word_level or (not args.dataset and record.word_level):
         source.word_level = True
-    block = int(info.meta.get("block_size") or 128)
+    block = record.block_size or 128
     # a single file given with --dataset is evaluated whole (no split is held out of it)
     whole_file = bool(args.dataset) and args.split is None and data_mod.looks_like_path(spec) and Path(spec).expanduser().is_file()
     args.split = args.split or "validation"

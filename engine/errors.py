@@ -6,9 +6,15 @@ is what the command line exits with: 2 for bad input or usage, 1 for a failure.
 
 
 class EngineError(Exception):
-    """A failure with a message fit for a user: one line, no traceback."""
+    """A failure with a message fit for a user: one line, no traceback.  ``field``: the
+    ``TrainConfig`` field (or other named input) it is about, when there is one, so a form can
+    mark that input without reading the message."""
 
     exit_code = 1
+
+    def __init__(self, *args, field: str | None = None):
+        super().__init__(*args)
+        self.field = field
 
     def __str__(self) -> str:  # keep it to one line whatever was passed in
         return " ".join(str(self.args[0] if self.args else "").split())

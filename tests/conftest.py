@@ -60,7 +60,8 @@ def fresh_dirs(tmp_path, monkeypatch):
 def tiny_checkpoint(isolated_dirs):
     """Name of a real tiny GPT-2 trained for a few steps on the built-in corpus."""
     from engine.events import TrainFinished
-    from engine.training.job import TrainConfig, TrainingJob
+    from engine.training.config import TrainConfig
+    from engine.training.job import TrainingJob
 
     result = TrainingJob(
         TrainConfig(dataset="builtin", preset="tiny", max_steps=8, eval_every=8, name="tiny-fixture", eval_blocks=8)
@@ -73,7 +74,8 @@ def tiny_checkpoint(isolated_dirs):
 def tiny_chat_checkpoint(isolated_dirs):
     """Name of a real tiny chat model: a few steps on the chitchat conversations."""
     from engine.events import TrainFinished
-    from engine.training.job import TrainConfig, TrainingJob
+    from engine.training.config import TrainConfig
+    from engine.training.job import TrainingJob
 
     result = TrainingJob(
         TrainConfig(dataset="chitchat", preset="tiny", tokenizer="bpe:2048", max_steps=40, eval_every=40, name="tiny-chat-fixture", eval_blocks=8)

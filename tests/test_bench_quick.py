@@ -110,7 +110,7 @@ def check_report(report: dict) -> None:
         first = next(e for e in q["engine_curve"] if e["bpb"] <= q["curve_set"]["baseline_bpb"])
         assert first["t_s"] == reach
     # memory at the product's settings
-    from engine.training.job import TrainConfig
+    from engine.training.config import TrainConfig
 
     assert m["eval_blocks"] == TrainConfig().eval_blocks == 256
     assert 100 < m["train_peak_rss_mb"] < 8000 and 100 < m["chat_peak_rss_mb"] < 8000

@@ -300,7 +300,8 @@ def test_a_text_checkpoint_chat_tuned_with_init_gets_the_format(tiny_checkpoint_
     from transformers import AutoTokenizer
 
     from engine.events import TrainFinished
-    from engine.training.job import TrainConfig, TrainingJob
+    from engine.training.config import TrainConfig
+    from engine.training.job import TrainingJob
 
     path = _write_jsonl(tmp_path / "chats.jsonl", [{"messages": _conversation(i)} for i in range(30)])
     before = len(AutoTokenizer.from_pretrained(str(tiny_checkpoint_dir)))

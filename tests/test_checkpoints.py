@@ -44,7 +44,7 @@ def test_listing_metadata_and_loading(tiny_checkpoint):
     assert info.meta["steps"] == 8 and info.meta["preset"] == "tiny"
     assert not list(info.path.glob("*.bin")) and (info.path / "model.safetensors").is_file()
     model, tokenizer, _ = store.load(tiny_checkpoint)
-    from engine.training.job import DEFAULT_TOKENIZER
+    from engine.training.config import DEFAULT_TOKENIZER
 
     # the default tokenizer: a BPE trained on the run's own text, the model's vocabulary its size
     assert info.meta["tokenizer_spec"] == DEFAULT_TOKENIZER

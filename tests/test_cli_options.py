@@ -119,7 +119,7 @@ def test_train_flags_are_the_config_fields():
     from dataclasses import fields
 
     from engine.cli import train_config
-    from engine.training.job import TrainConfig
+    from engine.training.config import TrainConfig
 
     argv = ("--dataset d --dataset-config c --tokenizer bpe:512 --preset tiny --init m --block-size 64 --batch-size 4 "
             "--epochs 2.5 --max-steps 9 --lr 3e-3 --eval-every 5 --save-every 6 --name n --resume r --device cpu --seed 7 "

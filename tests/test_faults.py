@@ -14,7 +14,8 @@ from conftest import ROOT, minigpt_cmd
 from engine.store.checkpoints import CheckpointStore
 from engine.events import GenerationFinished, TrainFailed, TrainFinished
 from engine.store.settings import Sampling, Settings, load_settings, save_settings
-from engine.training.job import TrainConfig, TrainingJob
+from engine.training.config import TrainConfig
+from engine.training.job import TrainingJob
 
 
 def _env(tmp_path, data_dir=None):

@@ -3,7 +3,7 @@
 import pytest
 
 from engine.model import autocast, build_model, cuda_dtype, get_preset, to_inference_dtype
-from engine.training.job import TrainConfig
+from engine.training.config import TrainConfig
 
 
 @pytest.mark.parametrize(

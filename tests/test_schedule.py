@@ -5,7 +5,9 @@ import pytest
 
 from engine.errors import UsageError
 from engine.training.schedule import TrainClock, budget_lr_factor, parse_duration
-from engine.training.job import TrainConfig, TrainingJob
+from engine.training.config import TrainConfig
+from engine.store.record import CheckpointRecord
+from engine.training.plan import plan_run
 
 
 @pytest.mark.parametrize("text,seconds", [("90s", 90), ("30m", 1800), ("2h", 7200), ("1h30m", 5400), ("1.5h", 5400), (" 45 sec ", 45), ("3min", 180)])
@@ -55,10 +57,8 @@ def test_clock_leaves_out_excluded_time():
 
 
 def _resume(meta, **kw):
-    job = TrainingJob(TrainConfig(resume="r", **kw))
-    job.name = "r"
-    cfg = job._resumed_budget(TrainConfig(resume="r", **kw), meta, kw.get("max_steps") is not None)
-    return cfg, job._budget_offset
+    plan = plan_run(TrainConfig(resume="r", **kw), "r", CheckpointRecord.from_json(meta))
+    return plan.config, plan.budget_offset_s
 
 
 def test_resume_continues_the_budget_that_remains_or_takes_a_new_one():

@@ -6,7 +6,8 @@ import pytest
 from engine import events as ev
 from engine.store.checkpoints import CheckpointStore
 from engine.errors import UsageError
-from engine.training.job import DEFAULT_TOKENIZER, TrainConfig, TrainingJob
+from engine.training.config import DEFAULT_TOKENIZER, TrainConfig
+from engine.training.job import TrainingJob
 
 
 def wait_for(condition, deadline: float, what: str) -> None:
@@ -304,15 +305,17 @@ def test_resume_continues_what_remains_of_the_budget(fresh_dirs):
 def test_default_name_follows_the_data_really_read(fresh_dirs):
     """Without --dataset the run reads WikiText-2, or offline (as here) the built-in corpus:
     the name says which.  An explicit dataset names itself."""
+    from engine.data.sources import uses_builtin
     from engine.hub import hub_reachable
+    from engine.training.plan import default_name
 
     assert not hub_reachable()
-    assert TrainingJob._default_name(TrainConfig()).startswith("seed-builtin-")
-    assert TrainingJob._default_name(TrainConfig(dataset="../data/wiki.train.tokens", preset="tiny")).startswith("tiny-wiki-")
+    for cfg, start in [(TrainConfig(), "seed-builtin-"), (TrainConfig(dataset="../data/wiki.train.tokens", preset="tiny"), "tiny-wiki-")]:
+        assert default_name(cfg, uses_builtin(cfg.dataset)).startswith(start)
 
 
 def test_first_run_config_is_the_defaults_on_conversations_for_a_time_budget():
-    from engine.training.job import FIRST_RUN_BUDGET_S, first_run_config
+    from engine.training.config import FIRST_RUN_BUDGET_S, first_run_config
 
     cpu, gpu = first_run_config(device="cpu"), first_run_config(device="cuda")
     assert (cpu.time_budget, gpu.time_budget) == (FIRST_RUN_BUDGET_S["cpu"], FIRST_RUN_BUDGET_S["cuda"]) and gpu.time_budget < cpu.time_budget

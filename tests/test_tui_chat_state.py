@@ -152,7 +152,7 @@ async def test_failed_reply_gives_the_message_back(fresh_dirs):
 
 
 async def _start_long_run(pilot, app) -> None:
-    from engine.training.job import TrainConfig
+    from engine.training.config import TrainConfig
 
     assert app.start_training(TrainConfig(dataset="builtin", preset="tiny", max_steps=100_000, eval_every=100_000, name="long"))
     await wait_until(pilot, lambda: app.run_state.step is not None or app.run_state.status == "failed", 240, "a step")

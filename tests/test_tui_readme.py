@@ -9,7 +9,7 @@ import pytest
 from textual.widgets import DataTable
 
 from test_tui_support import FakeChat, anyio_backend, ckpt_home, copy_checkpoint, plain, wait_until  # noqa: F401
-from engine.training.job import FIRST_RUN_BUDGET_S, FIRST_RUN_DATASET
+from engine.training.config import FIRST_RUN_BUDGET_S, FIRST_RUN_DATASET
 from tui.app import MiniGPTApp
 from tui.widgets.turns import ChatInput, TurnView
 from tui.screens.dialogs import ConfirmScreen, DetailsScreen

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from test_tui_support import anyio_backend, ckpt_home, plain, wait_until  # noqa: F401
-from engine.training.job import FIRST_RUN_BUDGET_S, FIRST_RUN_DATASET
+from engine.training.config import FIRST_RUN_BUDGET_S, FIRST_RUN_DATASET
 from tui.app import EXIT_AFTER_FIRST_FRAME_ENV, FIRST_FRAME_ENV, MiniGPTApp
 from tui.widgets.turns import ChatInput
 

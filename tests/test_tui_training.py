@@ -47,13 +47,16 @@ async def test_form_validation_refuses_bad_values(fresh_dirs):
             ({"tokenizer": "bpe:x"}, "bpe:n with n a whole number", "tokenizer"),
             ({"time": "30"}, "time budget", "time"),
             ({"time": "soon"}, "time budget", "time"),
+            ({"epochs": "0"}, "epochs", "epochs"),
         ]:
-            _fill(screen, **{"name": "", "steps": "", "lr": "", "tokenizer": "", "time": "", **values})
+            _fill(screen, **{"name": "", "steps": "", "lr": "", "tokenizer": "", "time": "", "epochs": "", **values})
             await pilot.press("ctrl+r")
             await pilot.pause()
             error = plain(screen.query_one("#form-error"))
             assert error and needle in error.lower(), (values, error)
             assert screen.query_one(f"#f-{field}", Input).has_class("-invalid"), (values, error)
+            marked = [inp.id for inp in screen.query("#train-grid Input") if inp.has_class("-invalid")]
+            assert marked == [f"f-{field}"], (values, error, marked)  # the error's field, from the error itself
             assert app.run_state.status == "idle"
 
 

@@ -60,7 +60,7 @@ class MiniGPTApp(ActiveModel, TrainingControl, App[int]):
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
     ]
 
-    # The first-run model: engine.training.job.first_run_config (the "seed" preset, the tutorial's 6x128
+    # The first-run model: engine.training.config.first_run_config (the "seed" preset, the tutorial's 6x128
     # GPT-2, with the engine's defaults): a small chat model on the offline chitchat conversations,
     # for 3 minutes of training on a CPU, 1 on a GPU.  Resume it from F3 to train further.
     DEFAULT_PRESET = "seed"

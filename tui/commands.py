@@ -78,8 +78,8 @@ class CheckpointsProvider(_ListProvider):
         entries = []
         for info in CheckpointStore().list():
             if info.ok:
-                meta = info.meta
-                what = ", ".join(str(x) for x in (meta.get("preset"), meta.get("dataset"), "chat model" if meta.get("chat") else None) if x)
+                record = info.record
+                what = ", ".join(x for x in (record.preset, record.dataset, "chat model" if record.chat else None) if x)
                 entries.append((f"Use {info.name}", f"Chat with checkpoint {info.name}" + (f" ({what})" if what else ""), partial(self.app.use_checkpoint, info.name)))
         return entries
 

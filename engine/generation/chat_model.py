@@ -19,6 +19,7 @@ from typing import Iterator
 
 from engine.errors import CheckpointError
 from engine.events import GenerationEvent, GenerationFailed, GenerationFinished, GenerationStarted, Sink, TokenChoice, TokenGenerated
+from engine.store.record import CheckpointRecord
 from engine.store.settings import Sampling
 
 DECODE_CHOICES = ("auto", "fast", "reference")
@@ -36,7 +37,7 @@ class ChatModel:
     name: str
     device: str = "cpu"
     dtype: str = "fp32"
-    meta: dict | None = None
+    record: CheckpointRecord | None = None  # a checkpoint's record (None: a model folder or hub id)
     # Which decode loop runs the model: "fast" (engine/generation/fast_decode.py, GPT-2 models), "reference"
     # (the transformers forward with its KV cache), or "auto": fast once ``warm_up`` has checked
     # it against the reference, the reference until then and where fast is unavailable.
@@ -63,7 +64,7 @@ class ChatModel:
 
         dev, _ = pick_device(device)
         model, tokenizer, info = (store or CheckpointStore()).load(name, dev)
-        return cls(model=model, tokenizer=tokenizer, name=name, device=dev, dtype=to_inference_dtype(model, dev), meta=info.meta)
+        return cls(model=model, tokenizer=tokenizer, name=name, device=dev, dtype=to_inference_dtype(model, dev), record=info.record)
 
     @classmethod
     def from_folder(cls, path, name: str | None = None, device: str = "auto") -> "ChatModel":

@@ -20,17 +20,21 @@ import struct
 import threading
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 from engine.store import atomic
 
 from engine.store import paths
+from engine.store.record import CheckpointRecord
 from engine.errors import CheckpointError, StoreBusy, UsageError
 
 META_FILE = "minigpt.json"
 RESUME_DIR = "resume"
 WEIGHTS_FILE = "model.safetensors"
+MODEL_FILES = (WEIGHTS_FILE, "config.json", "generation_config.json")  # + the tokenizer's files
+RESUME_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json")  # + rng_state*.pth, under RESUME_DIR
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 _HIDDEN_RE = re.compile(r"^\.(tmp|old|trash)-(?P<name>.+)-[0-9a-f]{8}$")
@@ -50,16 +54,14 @@ def validate_name(name: str) -> str:
 class CheckpointInfo:
     name: str
     path: Path
-    meta: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)  # minigpt.json as it is on disk
     broken: str | None = None
     size_bytes: int = 0
+    record: CheckpointRecord = field(default_factory=CheckpointRecord)  # the same, typed
 
     @property
     def ok(self) -> bool:
         return self.broken is None
-
-    def get(self, key: str, default=None):
-        return self.meta.get(key, default)
 
     @property
     def resumable(self) -> bool:
@@ -286,7 +288,10 @@ class CheckpointStore:
                 validate_name(name)
             except UsageError:
                 problem = "invalid name"
-        return CheckpointInfo(name=name, path=path, meta=meta, broken=problem, size_bytes=_dir_size(path) if path.is_dir() else 0)
+        return CheckpointInfo(
+            name=name, path=path, meta=meta, broken=problem, size_bytes=_dir_size(path) if path.is_dir() else 0,
+            record=CheckpointRecord.from_json(meta),
+        )
 
     def get(self, name: str) -> CheckpointInfo:
         path = self.path(name)
@@ -448,3 +453,8 @@ def hf_cache_models() -> list[dict]:
                 found.append({"repo_id": repo.repo_id, "path": str(rev.snapshot_path), "size_bytes": rev.size_on_disk})
                 break
     return found
+
+
+def now_iso() -> str:
+    """Now, in UTC, as the record's ``created`` and ``updated`` write it."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

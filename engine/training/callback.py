@@ -21,9 +21,11 @@ from transformers import TrainerCallback
 
 from engine.training import distributed as dist
 from engine.data import tokenizer as tok_mod
-from engine.store.checkpoints import RESUME_DIR
+from engine.store.checkpoints import MODEL_FILES, RESUME_DIR, RESUME_FILES, now_iso
+from engine.store.record import CheckpointRecord
 from engine.events import CheckpointSaved, TrainEval, TrainPaused, TrainResumed, TrainSample, TrainStarted, TrainStep
-from engine.training.job import EVALS_PER_BUDGET, MODEL_FILES, RESUME_FILES, SAVING, UNCAPPED_STEPS, TrainConfig, _now
+from engine.training.config import EVALS_PER_BUDGET, UNCAPPED_STEPS
+from engine.training.plan import RunPlan, Schedule
 
 # Each evaluation of a chat run scores this many held-out openers and ranking items
 # (engine.evaluation.chat_scores; `minigpt-tui eval` scores up to the split's first 500 conversations)
@@ -37,22 +39,19 @@ if TYPE_CHECKING:
 
 @dataclass
 class RunContext:
-    """The run as decided before the Trainer starts (read by the callback, never changed)."""
+    """The run as decided before the Trainer starts (read by the callback, never changed): the
+    plan and its schedule, and what loading the data, tokenizer and model found."""
 
-    cfg: TrainConfig
+    plan: RunPlan
+    schedule: Schedule
     source: Any  # engine.data.sources.TextSource
     tokenizer: Any
-    tokenizer_spec: str  # what it was asked as (a resumed run's own): "bpe:16384", "gpt2", a path
-    preset: str
     arch: str
-    optimizer: str
     block_size: int
     positions: int  # the model's position limit
     params: int
     device: str
     dtype: str
-    lr: float
-    batch: int
     tokens_per_step: int
     train_tokens: int
     val_tokens: int
@@ -60,11 +59,7 @@ class RunContext:
     token_bytes: Any  # bytes of text per token id (bits per byte)
     word_table: Any  # engine.evaluation.words.WordTable on word-level text, else None
     sample_prompt: str
-    eval_every: int
-    timed_evals: bool  # a time budget and no --eval-every: evaluate every fifth of the budget
-    budget: float | None  # --time, seconds of training
     clock: "TrainClock"
-    previous: dict  # the resumed checkpoint's metadata ({} for a new run)
     started: float  # time.time() at the start of the run
     val_conversations: Any = None  # a chat run: the validation conversations (a 'messages' Dataset)
 
@@ -89,18 +84,18 @@ class EventCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         c = self.ctx
-        clock, budget = c.clock, c.budget
+        clock, budget = c.clock, c.plan.budget_s
         clock.start()
         clock.mark()
-        if c.timed_evals:
+        if c.schedule.timed_evals:
             part = budget / EVALS_PER_BUDGET
             self.next_eval_s = (math.floor(clock.offset / part) + 1) * part
         self.job.emit(
             TrainStarted(
                 name=self.job.name,
-                preset=c.preset,
+                preset=c.plan.config.preset,
                 dataset=c.source.name,
-                tokenizer=tok_mod.describe(c.tokenizer, c.tokenizer_spec),
+                tokenizer=tok_mod.describe(c.tokenizer, c.plan.tokenizer_spec),
                 params=c.params,
                 device=c.device,
                 dtype=c.dtype,
@@ -112,7 +107,7 @@ class EventCallback(TrainerCallback):
                 world_size=self.job.world_size,
                 time_budget_s=(budget - clock.offset) if budget else None,
                 arch=c.arch,
-                optimizer=c.optimizer,
+                optimizer=c.plan.config.optimizer,
             )
         )
 
@@ -123,7 +118,7 @@ class EventCallback(TrainerCallback):
         # The schedule (stepped next) and the stop decision read rank 0's training time,
         # so that every process uses the same rate and stops at the same step.  Stop when
         # another step would end further past the budget than this one ends short of it.
-        clock, budget = self.ctx.clock, self.ctx.budget
+        clock, budget = self.ctx.clock, self.ctx.plan.budget_s
         if not budget:
             clock.mark()
             return
@@ -136,7 +131,7 @@ class EventCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         job, c = self.job, self.ctx
-        clock, budget = c.clock, c.budget
+        clock, budget = c.clock, c.plan.budget_s
         took = time.perf_counter() - (self.step_began or time.perf_counter())
         self.active_s += took
         self.session_steps += 1
@@ -150,12 +145,12 @@ class EventCallback(TrainerCallback):
         step = state.global_step
         time_up = self.time_up
         last = step >= state.max_steps or time_up
-        if c.timed_evals:
+        if c.schedule.timed_evals:
             due = clock.marked_s >= self.next_eval_s
             while self.next_eval_s <= clock.marked_s:
                 self.next_eval_s += budget / EVALS_PER_BUDGET
         else:
-            due = step % c.eval_every == 0
+            due = step % c.schedule.eval_every == 0
         if time_up:
             control.should_training_stop = True
         if due or last:
@@ -163,7 +158,7 @@ class EventCallback(TrainerCallback):
             if job.is_main:
                 with clock.excluded():
                     self.evaluate(model, step)
-            if c.timed_evals or time_up:
+            if c.schedule.timed_evals or time_up:
                 control.should_save = True
         if job._pause.is_set() and not job.stop.is_set():
             with clock.excluded("pause"):
@@ -174,7 +169,7 @@ class EventCallback(TrainerCallback):
         if job.stop.is_set():
             control.should_training_stop = True
             control.should_save = job.save_on_stop
-        job.doing = SAVING if control.should_save else "training"  # the Trainer saves right after this hook
+        job.doing = job.SAVING if control.should_save else "training"  # the Trainer saves right after this hook
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -185,7 +180,7 @@ class EventCallback(TrainerCallback):
         per_step = self.active_s / max(1, self.session_steps)
         remaining = max(0, state.max_steps - state.global_step)
         eta, total = per_step * remaining, state.max_steps
-        clock, budget = c.clock, c.budget
+        clock, budget = c.clock, c.plan.budget_s
         if budget:
             left = 0.0 if self.time_up else max(0.0, budget - clock.marked_s)
             if left < eta or total >= UNCAPPED_STEPS:
@@ -227,7 +222,7 @@ class EventCallback(TrainerCallback):
                 self.last_chat = chat_scores(chat, conversations, EVAL_EOT_REPLIES, EVAL_RANKING_ITEMS)
             text = chat.generate_text(
                 c.sample_prompt,
-                Sampling(temperature=0.8, top_k=40, top_p=1.0, repetition_penalty=1.0, max_new_tokens=c.cfg.sample_tokens, seed=0),
+                Sampling(temperature=0.8, top_k=40, top_p=1.0, repetition_penalty=1.0, max_new_tokens=c.plan.config.sample_tokens, seed=0),
             )
         finally:
             model.train(was_training)
@@ -261,67 +256,69 @@ class EventCallback(TrainerCallback):
             elif f.name in RESUME_FILES or (f.name.startswith("rng_state") and f.suffix == ".pth"):
                 files[f"{RESUME_DIR}/{f.name}"] = f
         with c.clock.excluded():
-            meta = self.meta(state)
+            meta = self.record(state).to_json()
             path = job.store.publish(job.name, files, meta, write_extra=lambda d: c.tokenizer.save_pretrained(str(d)))
         job.doing = "training"
         self.saved_step = state.global_step
         job.emit(CheckpointSaved(name=job.name, step=state.global_step, path=str(path)))
 
-    def meta(self, state) -> dict:
-        c, cfg, prev = self.ctx, self.ctx.cfg, self.ctx.previous
-        ev = self.last_eval
-        clock, budget = c.clock, c.budget
+    def record(self, state) -> CheckpointRecord:
+        """What this save's ``minigpt.json`` says: the plan, what loading found, the last
+        evaluation (or the resumed run's, before this run's first) and the time spent."""
+        c, plan, cfg = self.ctx, self.ctx.plan, self.ctx.plan.config
+        prev = plan.previous or CheckpointRecord()
+        ev, chat = self.last_eval, self.last_chat
+        clock, budget = c.clock, plan.budget_s
         capped = state.max_steps < UNCAPPED_STEPS
-        done = (capped and state.global_step >= state.max_steps) or self.time_up
-        return {
-            "format": 1,
-            "name": self.job.name,
-            "preset": c.preset,
-            "init": cfg.init or prev.get("init"),
-            "parent": prev.get("parent") or cfg.init,
-            "dataset": c.source.name,
-            "dataset_spec": c.source.spec,
-            "dataset_config": c.source.config,
-            "tokenizer": tok_mod.describe(c.tokenizer, c.tokenizer_spec),
-            "tokenizer_spec": c.tokenizer_spec,
-            "block_size": c.block_size,
-            "params": c.params,
-            "vocab_size": len(c.tokenizer),
-            "n_positions": c.positions,
-            "steps": state.global_step,
-            "planned_steps": state.max_steps if capped else None,
-            "tokens_seen": state.global_step * c.tokens_per_step,
-            "train_loss": self.last_loss,
-            "val_loss": ev.loss if ev else prev.get("val_loss"),
-            "perplexity": ev.perplexity if ev else prev.get("perplexity"),
-            "bits_per_byte": ev.bits_per_byte if ev else prev.get("bits_per_byte"),
-            "word_level": c.word_table is not None,
-            "word_perplexity": ev.word_perplexity if ev else prev.get("word_perplexity"),
-            "chat": bool(getattr(c.tokenizer, "chat_template", None)),
-            "assistant": cfg.assistant if c.val_conversations is not None else None,
-            "eot_rate": self.last_chat.eot_rate if self.last_chat else prev.get("eot_rate"),
-            "ranking_top1": self.last_chat.ranking_top1 if self.last_chat else prev.get("ranking_top1"),
-            "eval_step": self.eval_step if ev else prev.get("eval_step"),
-            "wall_time_s": round(float(prev.get("wall_time_s", 0.0)) + (time.time() - c.started), 2),
-            "created": prev.get("created") or datetime.fromtimestamp(c.started, timezone.utc).isoformat(timespec="seconds"),
-            "updated": _now(),
-            "device": c.device,
-            "dtype": c.dtype,
-            "lr": c.lr,
-            "batch_size": c.batch,
-            "seed": cfg.seed,
-            "arch": c.arch,
-            "optimizer": c.optimizer,
-            "time_budget_s": budget,
-            "warmdown": cfg.warmdown,  # None: the default
-            "weight_decay": cfg.weight_decay,
-            "adam_beta2": cfg.adam_beta2,
-            "embedding_lr_scale": cfg.embedding_lr_scale,
-            "budget_used_s": round(clock.marked_s, 2) if budget else None,
-            "train_time_s": round(float(prev.get("train_time_s", 0.0)) + clock.marked_s - clock.offset, 2),
-            "overhead_s": round(float(prev.get("overhead_s", 0.0)) + clock.overhead_s, 2),
-            "complete": done,
-        }
+        return CheckpointRecord(
+            name=self.job.name,
+            preset=cfg.preset,
+            arch=c.arch,
+            params=c.params,
+            vocab_size=len(c.tokenizer),
+            n_positions=c.positions,
+            block_size=c.block_size,
+            init=cfg.init or prev.init,
+            parent=prev.parent or cfg.init,
+            chat=bool(getattr(c.tokenizer, "chat_template", None)),
+            dataset=c.source.name,
+            dataset_spec=c.source.spec,
+            dataset_config=c.source.config,
+            assistant=cfg.assistant if c.val_conversations is not None else None,
+            word_level=c.word_table is not None,
+            tokenizer=tok_mod.describe(c.tokenizer, plan.tokenizer_spec),
+            tokenizer_spec=plan.tokenizer_spec,
+            steps=state.global_step,
+            planned_steps=state.max_steps if capped else None,
+            tokens_seen=state.global_step * c.tokens_per_step,
+            complete=(capped and state.global_step >= state.max_steps) or self.time_up,
+            time_budget_s=budget,
+            budget_used_s=round(clock.marked_s, 2) if budget else None,
+            train_time_s=round((prev.train_time_s or 0.0) + clock.marked_s - clock.offset, 2),
+            overhead_s=round((prev.overhead_s or 0.0) + clock.overhead_s, 2),
+            wall_time_s=round((prev.wall_time_s or 0.0) + (time.time() - c.started), 2),
+            train_loss=self.last_loss,
+            val_loss=ev.loss if ev else prev.val_loss,
+            perplexity=ev.perplexity if ev else prev.perplexity,
+            bits_per_byte=ev.bits_per_byte if ev else prev.bits_per_byte,
+            word_perplexity=ev.word_perplexity if ev else prev.word_perplexity,
+            eot_rate=chat.eot_rate if chat else prev.eot_rate,
+            ranking_top1=chat.ranking_top1 if chat else prev.ranking_top1,
+            eval_step=self.eval_step if ev else prev.eval_step,
+            device=c.device,
+            dtype=c.dtype,
+            lr=c.schedule.lr,
+            batch_size=c.schedule.batch_size,
+            seed=cfg.seed,
+            optimizer=cfg.optimizer,
+            warmdown=cfg.warmdown,  # None: the default
+            weight_decay=cfg.weight_decay,
+            adam_beta2=cfg.adam_beta2,
+            embedding_lr_scale=cfg.embedding_lr_scale,
+            created=prev.created or datetime.fromtimestamp(c.started, timezone.utc).isoformat(timespec="seconds"),
+            updated=now_iso(),
+            extra=prev.extra,
+        )
 
 
 def _finite_or_none(value) -> float | None:

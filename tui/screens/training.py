@@ -18,7 +18,7 @@ from tui.state.run_state import fmt_s
 from tui.safe import literal, one_line, visible
 
 # What the model learns, and the data each stage trains on when the Dataset field is empty
-# (build_config): chat is the first run's (engine.training.job.first_run_config), base the plain-text default.
+# (build_config): chat is the first run's (engine.training.config.first_run_config), base the plain-text default.
 STAGES = [
     # value, label, default dataset (None: the engine's default text, WikiText-2 or offline the built-in corpus)
     ("chat", "chat (conversations)", "chitchat"),
@@ -48,35 +48,48 @@ FORM = [
     ("epochs", "Epochs", "1 (if no steps)"),
     ("lr", "LR", "preset default"),
 ]
+# The TrainConfig field behind each form input, where its id is not the field's name: a
+# UsageError's ``field`` marks the input it is about.
+FORM_FIELDS = {"time": "time_budget", "steps": "max_steps"}
+
+
+def form_input_for(field: str | None) -> str | None:
+    """The form input's id for a TrainConfig field (None: no input holds it)."""
+    ids = {FORM_FIELDS.get(key, key): key for key, *_ in FORM}
+    return ids.get(field)
 
 
 def build_config(values: dict[str, str], store=None):
     """A checked TrainConfig from the form's strings; raises UsageError (message names the field)."""
-    from engine.training.job import TrainConfig
+    from engine.training.config import TrainConfig
 
     def number(key: str, label: str, kind):
         text = values.get(key, "").strip()
+        field = FORM_FIELDS.get(key, key)
         if not text:
             return None
         try:
             value = kind(text)
         except ValueError:
-            raise UsageError(f"{label}: expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+            raise UsageError(f"{label}: expected {'a whole number' if kind is int else 'a number'}, got {text!r}", field=field) from None
         if not value > 0 or value != value or value == float("inf"):
-            raise UsageError(f"{label} must be > 0 (got {text})")
+            raise UsageError(f"{label} must be > 0 (got {text})", field=field)
         return value
 
     name = values.get("name", "").strip() or None
     stage = values.get("stage") or DEFAULT_STAGE
     defaults = {value: dataset for value, _label, dataset in STAGES}
     if stage not in defaults:
-        raise UsageError(f"stage: expected {' or '.join(defaults)}, got {stage!r}")
+        raise UsageError(f"stage: expected {' or '.join(defaults)}, got {stage!r}", field="stage")
     dataset = values.get("dataset", "").strip() or defaults[stage]  # what the user typed wins
     time_text = values.get("time", "").strip()
     if time_text:
         from engine.training.schedule import parse_duration
 
-        time_budget = parse_duration(time_text, "time budget")
+        try:
+            time_budget = parse_duration(time_text, "time budget")
+        except UsageError as exc:
+            raise UsageError(str(exc), field="time_budget") from None
     else:
         time_budget = None
     init = values.get("init", "").strip() or None
@@ -95,20 +108,8 @@ def build_config(values: dict[str, str], store=None):
     )
     config.check()
     if name and store is not None and store.exists(name):
-        raise UsageError(f"a checkpoint named '{name}' exists: choose another name (or resume it from F3)")
+        raise UsageError(f"a checkpoint named '{name}' exists: choose another name (or resume it from F3)", field="name")
     return config
-
-
-_FIELD_HINTS = {
-    "name": ("name", "checkpoint name", "a checkpoint named"),
-    "dataset": ("dataset",),
-    "tokenizer": ("tokenizer", "bpe"),
-    "init": ("--init", "start from", "cannot load model"),
-    "time": ("time budget", "--time"),
-    "steps": ("steps", "--max-steps"),
-    "epochs": ("epochs", "--epochs"),
-    "lr": ("learning rate", "--lr"),
-}
 
 
 class TrainingScreen(Screen):
@@ -219,13 +220,10 @@ class TrainingScreen(Screen):
         try:
             config = build_config(self.form_values(), CheckpointStore())
         except EngineError as exc:
-            message = str(exc)
-            error.update(literal(message))
-            low = message.lower()
-            for key, hints in _FIELD_HINTS.items():
-                if any(h in low for h in hints):
-                    self.query_one(f"#f-{key}", Input).add_class("-invalid")
-                    break
+            error.update(literal(str(exc)))
+            key = form_input_for(exc.field)
+            if key is not None:
+                self.query_one(f"#f-{key}", Input).add_class("-invalid")
             return
         error.update("")
         app.start_training(config)

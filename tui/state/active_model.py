@@ -48,7 +48,7 @@ class ActiveModel:
         if choice is None:
             good = [i for i in infos if i.ok]
             if good:
-                choice = max(good, key=lambda i: (str(i.meta.get("updated") or i.meta.get("created") or ""), i.name)).name
+                choice = max(good, key=lambda i: (i.record.updated or i.record.created or "", i.name)).name
         self.call_from_thread(self._startup_choice, choice, notes)
 
     def _startup_choice(self, choice: str | None, notes: list[str]) -> None:

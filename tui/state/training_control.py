@@ -19,7 +19,7 @@ class TrainingControl:
         if self.run_state.running:
             self.switch_mode("training")
             return
-        from engine.training.job import first_run_config
+        from engine.training.config import first_run_config
 
         # the budget depends on the device: decided on the worker (it imports torch)
         config = first_run_config(self.DEFAULT_PRESET, device="cpu")
@@ -53,7 +53,7 @@ class TrainingControl:
         state.worker_started = True
         try:
             if first_run:
-                from engine.training.job import first_run_config
+                from engine.training.config import first_run_config
 
                 state.config = first_run_config(state.config.preset)
             job = TrainingJob(state.config, sink)
