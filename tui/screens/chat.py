@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -16,6 +15,7 @@ from tui.widgets.turns import ChatInput, NoteView, TurnView
 from tui.store.conversations import Turn
 from tui.widgets.footer import AppFooter, key_name
 from tui.messages import ReplyDone, ReplyProgress, ReplyStarted
+from tui.reply_stream import stream_reply
 from tui.safe import literal, one_line
 
 # How often a streaming reply is redrawn, at most (seconds): ~20 updates a second read as
@@ -380,11 +380,14 @@ class ChatScreen(Screen):
         messages = system + [{"role": t.role, "content": t.content} for t in self.turns]
         reply_id, stop, sampling = self.reply_id, self.stop_event, app.settings.sampling
         self.refresh_bindings()
+        # the most recent whole turns that leave room for the reply (a system prompt stays)
+        prompt = lambda: chat.fit_chat(messages, sampling.max_new_tokens)  # noqa: E731
         self.run_worker(
-            lambda: self._generate(chat, messages, sampling, stop, reply_id),
+            lambda: stream_reply(self, reply_id, chat, prompt, sampling, stop, REPLY_UPDATE_INTERVAL_S, details=True),
             thread=True,
             group="generate",
             name="generate",
+            exclusive=True,  # one reply streams at a time (a stale one's messages carry an old reply_id)
             exit_on_error=False,
         )
 
@@ -455,39 +458,6 @@ class ChatScreen(Screen):
         if self.conversation_id is not None and not store.turns(self.conversation_id):
             store.delete(self.conversation_id)
             self.conversation_id = None
-
-    # --- the worker (only posts messages) ---
-    def _generate(self, chat, messages, sampling, stop, reply_id) -> None:
-        from dataclasses import replace
-
-        from engine.events import GenerationFailed, GenerationFinished, GenerationStarted, TokenGenerated
-
-        try:
-            # the most recent whole turns that leave room for the reply (a system prompt stays)
-            ids, dropped = chat.fit_chat(messages, sampling.max_new_tokens)
-            pieces: list[str] = []
-            choices: list = []  # per token: its probability and the top 10 (the inspector, F8)
-            posted = float("-inf")
-            for event in chat.stream(ids, sampling, stop, details=True):
-                if isinstance(event, TokenGenerated):
-                    choices.extend(event.choices)
-                    # Batched: the first piece at once, then at most one update per interval, so
-                    # the UI's work does not take the decode's turns at the GIL (ReplyDone
-                    # carries the whole text, so nothing is lost between updates).
-                    pieces.append(event.text)
-                    now = time.monotonic()
-                    if now - posted >= REPLY_UPDATE_INTERVAL_S:
-                        posted = now
-                        self.post_message(ReplyProgress(reply_id, "".join(pieces)))
-                elif isinstance(event, GenerationStarted):
-                    self.post_message(ReplyStarted(reply_id, replace(event, dropped_turns=dropped) if dropped else event))
-                elif isinstance(event, (GenerationFinished, GenerationFailed)):
-                    self.post_message(ReplyDone(reply_id, event, choices))
-                    return
-        except Exception as exc:  # the UI must hear about any failure
-            self.post_message(ReplyDone(reply_id, GenerationFailed(error=f"{type(exc).__name__}: {exc}".splitlines()[0])))
-            return
-        self.post_message(ReplyDone(reply_id, GenerationFailed(error="the model stopped without finishing")))
 
     # --- messages from the worker ---
     def on_reply_started(self, message: ReplyStarted) -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Label, Static
+from textual.worker import get_current_worker
 
 from tui.screens.dialogs import ConfirmScreen, DetailsScreen, PromptScreen
 from tui.widgets.footer import AppFooter
@@ -19,19 +21,19 @@ from tui.safe import literal, one_line
 COLUMNS = [
     # key, title, sort value of a CheckpointInfo
     ("name", "name", lambda c: c.name.lower()),
-    ("preset", "preset", lambda c: str(c.meta.get("preset") or "")),
-    ("chat", "chat", lambda c: 0 if c.meta.get("chat") else 1),  # a chat model (chat template) first
-    ("params", "params", lambda c: c.meta.get("params") or 0),
-    ("dataset", "dataset", lambda c: str(c.meta.get("dataset") or c.broken or "")),
-    ("steps", "steps", lambda c: c.meta.get("steps") or 0),
-    ("val_loss", "val loss", lambda c: _num(c.meta.get("val_loss"))),
-    ("perplexity", "ppl", lambda c: _num(c.meta.get("perplexity"))),
-    ("word_perplexity", "word ppl", lambda c: _num(c.meta.get("word_perplexity"))),
-    ("bpb", "bits/byte", lambda c: _num(c.meta.get("bits_per_byte"))),
+    ("preset", "preset", lambda c: c.record.preset or ""),
+    ("chat", "chat", lambda c: 0 if c.record.chat else 1),  # a chat model (chat template) first
+    ("params", "params", lambda c: c.record.params or 0),
+    ("dataset", "dataset", lambda c: c.record.dataset or c.broken or ""),
+    ("steps", "steps", lambda c: c.record.steps),
+    ("val_loss", "val loss", lambda c: _num(c.record.val_loss)),
+    ("perplexity", "ppl", lambda c: _num(c.record.perplexity)),
+    ("word_perplexity", "word ppl", lambda c: _num(c.record.word_perplexity)),
+    ("bpb", "bits/byte", lambda c: _num(c.record.bits_per_byte)),
     # chat models' evaluation (engine.evaluation.chat_scores): replies that ended their turn, true reply ranked first
-    ("eot_rate", "end-of-turn", lambda c: _num(c.meta.get("eot_rate"))),
-    ("ranking_top1", "ranking", lambda c: _num(c.meta.get("ranking_top1"))),
-    ("created", "created", lambda c: str(c.meta.get("created") or "")),
+    ("eot_rate", "end-of-turn", lambda c: _num(c.record.eot_rate)),
+    ("ranking_top1", "ranking", lambda c: _num(c.record.ranking_top1)),
+    ("created", "created", lambda c: c.record.created or ""),
     ("size", "size", lambda c: c.size_bytes),
 ]
 
@@ -62,7 +64,7 @@ def row_cells(info, active: str | None) -> list:
 
 
 def _cells(info, active: str | None) -> list:
-    m = info.meta
+    m = info.record
     name = Text(("\u25cf " if info.name == active else "  ") + one_line(info.name, 40), style="bold" if info.name == active else "")
     if not info.ok:
         return [
@@ -72,24 +74,23 @@ def _cells(info, active: str | None) -> list:
             "-",
             literal(one_line(info.broken or "", 60), style="red"),
             "-", "-", "-", "-", "-", "-", "-",
-            one_line(str(m.get("created") or "-"), 16).replace("T", " ")[:16],
+            one_line(m.created or "-", 16).replace("T", " ")[:16],
             fmt_size(info.size_bytes),
         ]
-    params = m.get("params")
     return [
         name,
-        one_line(str(m.get("preset") or "-"), 10),
-        "yes" if m.get("chat") else "",
-        f"{params / 1e6:.2f}M" if isinstance(params, (int, float)) else "-",
-        one_line(str(m.get("dataset") or "-"), 20),
-        str(m.get("steps", "-")),
-        _fmt(m.get("val_loss"), 3),
-        _fmt(m.get("perplexity"), 1),
-        _fmt(m.get("word_perplexity"), 1),
-        _fmt(m.get("bits_per_byte"), 3),
-        _pct(m.get("eot_rate")),
-        _pct(m.get("ranking_top1")),
-        str(m.get("created") or "-").replace("T", " ")[:16],
+        one_line(m.preset or "-", 10),
+        "yes" if m.chat else "",
+        f"{m.params / 1e6:.2f}M" if m.params is not None else "-",
+        one_line(m.dataset or "-", 20),
+        str(m.steps),
+        _fmt(m.val_loss, 3),
+        _fmt(m.perplexity, 1),
+        _fmt(m.word_perplexity, 1),
+        _fmt(m.bits_per_byte, 3),
+        _pct(m.eot_rate),
+        _pct(m.ranking_top1),
+        (m.created or "-").replace("T", " ")[:16],
         fmt_size(info.size_bytes),
     ]
 
@@ -114,7 +115,6 @@ class CheckpointsScreen(Screen):
         self.sort_index = 0
         self.sort_reverse = False
         self.loaded = False  # the first listing has arrived
-        self._reloads = 0  # a newer listing supersedes an older one still on its way
 
     def compose(self) -> ComposeResult:
         yield Static("", id="ckpt-status")
@@ -148,12 +148,11 @@ class CheckpointsScreen(Screen):
     # --- data ---
     def reload(self) -> None:
         """List the store on a worker (it walks every folder and may recover an interrupted
-        save): the UI never waits for the disk."""
-        self._reloads += 1
-        token = self._reloads
-        self.run_worker(lambda: self._list_checkpoints(token), thread=True, group="ckpt-list", exit_on_error=False)
+        save): the UI never waits for the disk.  A newer listing cancels an older one."""
+        self._list_checkpoints()
 
-    def _list_checkpoints(self, token: int) -> None:
+    @work(thread=True, exclusive=True, group="ckpt-list", exit_on_error=False)
+    def _list_checkpoints(self) -> None:
         from engine.store.checkpoints import CheckpointStore
 
         error = None
@@ -161,10 +160,10 @@ class CheckpointsScreen(Screen):
             infos = CheckpointStore().list()
         except OSError as exc:
             infos, error = [], f"Cannot read the checkpoint folder: {exc.strerror or exc}"
-        self.app.call_from_thread(self._listed, token, infos, error)
+        self.app.call_from_thread(self._listed, get_current_worker(), infos, error)
 
-    def _listed(self, token: int, infos: list, error: str | None) -> None:
-        if token != self._reloads:
+    def _listed(self, worker, infos: list, error: str | None) -> None:
+        if worker.is_cancelled:  # a newer listing is under way (cancelled on this thread: no race)
             return
         if error:
             self.app.notify(error, severity="error")
@@ -354,8 +353,8 @@ class CheckpointsScreen(Screen):
         if not info.resumable:
             self.app.notify(f"'{info.name}' has no training state to resume from", severity="warning")
             return
-        steps = int(info.meta.get("steps") or 0)
-        planned = int(info.meta.get("planned_steps") or 0)
+        steps = info.record.steps
+        planned = info.record.planned_steps or 0
         default = planned if planned > steps else max(steps * 2, steps + 100)
 
         def check(value: str) -> str | None:
@@ -366,7 +365,7 @@ class CheckpointsScreen(Screen):
         def done(value: str | None) -> None:
             if not value:
                 return
-            from engine.training.job import TrainConfig
+            from engine.training.config import TrainConfig
 
             if self.app.start_training(TrainConfig(resume=info.name, max_steps=int(value))):
                 self.app.switch_mode("training")

@@ -19,7 +19,10 @@ from textual.widgets import Static
 
 from tui.widgets.turns import ChatInput, TurnView
 from tui.widgets.footer import AppFooter, key_name
+from tui.messages import ReplyDone, ReplyProgress
+from tui.reply_stream import stream_reply
 from tui.safe import one_line
+from tui.screens.chat import REPLY_UPDATE_INTERVAL_S
 
 
 @dataclass
@@ -27,23 +30,6 @@ class CompareLoaded(Message):
     side: int
     model: object | None
     error: str | None = None
-
-
-@dataclass
-class CompareProgress(Message):
-    side: int
-    prompt_id: int
-    text: str
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, CompareProgress) and (message.side, message.prompt_id) == (self.side, self.prompt_id)
-
-
-@dataclass
-class CompareDone(Message):
-    side: int
-    prompt_id: int
-    event: object  # GenerationFinished | GenerationFailed
 
 
 class CompareScreen(Screen):
@@ -59,7 +45,8 @@ class CompareScreen(Screen):
         self.models: list[object | None] = [None, None]
         self.ready = dict(ready or {})
         self.replies: list[TurnView | None] = [None, None]
-        self.prompt_id = 0
+        self.stream_ids = [0, 0]  # each side's current stream (reply_id of its messages)
+        self.next_stream = 0
         self.stop_event = threading.Event()
         self.done = [True, True]
 
@@ -119,9 +106,10 @@ class CompareScreen(Screen):
         inp = self.query_one(ChatInput)
         inp.remember(text)
         inp.clear()
-        self.prompt_id += 1
+        self.stop_event.set()  # replies still streaming to the last prompt stop
         self.stop_event = threading.Event()
         sampling = self.app.settings.sampling
+        messages = [{"role": "user", "content": text}]
         for side, model in enumerate(self.models):
             view = self.query_one(f"#compare-view-{side}", VerticalScroll)
             view.mount(TurnView("user", text))
@@ -131,42 +119,34 @@ class CompareScreen(Screen):
             view.anchor()
             self.replies[side] = reply
             self.done[side] = False
-            prompt_id, stop = self.prompt_id, self.stop_event
+            self.next_stream += 1
+            self.stream_ids[side] = stream_id = self.next_stream
+            prompt = lambda model=model: (model.encode_chat(messages), 0)  # noqa: E731
             self.run_worker(
-                lambda side=side, model=model: self._stream(side, model, text, sampling, stop, prompt_id),
+                lambda model=model, stream_id=stream_id, prompt=prompt, stop=self.stop_event: stream_reply(
+                    self, stream_id, model, prompt, sampling, stop, REPLY_UPDATE_INTERVAL_S
+                ),
                 thread=True,
                 group=f"compare-{side}",
+                exclusive=True,
                 exit_on_error=False,
             )
 
-    def _stream(self, side: int, model, text: str, sampling, stop, prompt_id: int) -> None:
-        from engine.events import GenerationFailed, GenerationFinished, TokenGenerated
+    def _side_of(self, reply_id: int) -> int | None:
+        return self.stream_ids.index(reply_id) if reply_id in self.stream_ids else None
 
-        reply = ""
-        try:
-            for event in model.stream(model.encode_chat([{"role": "user", "content": text}]), sampling, stop):
-                if isinstance(event, TokenGenerated):
-                    reply += event.text
-                    self.post_message(CompareProgress(side, prompt_id, reply))
-                elif isinstance(event, (GenerationFinished, GenerationFailed)):
-                    self.post_message(CompareDone(side, prompt_id, event))
-                    return
-        except Exception as exc:
-            self.post_message(CompareDone(side, prompt_id, GenerationFailed(error=f"{type(exc).__name__}: {exc}".splitlines()[0])))
-            return
-        self.post_message(CompareDone(side, prompt_id, GenerationFailed(error="the model stopped without finishing")))
+    def on_reply_progress(self, message: ReplyProgress) -> None:
+        side = self._side_of(message.reply_id)
+        if side is not None and self.replies[side] is not None:
+            self.replies[side].set_text(message.text)
 
-    def on_compare_progress(self, message: CompareProgress) -> None:
-        reply = self.replies[message.side]
-        if message.prompt_id == self.prompt_id and reply is not None:
-            reply.set_text(message.text)
-
-    def on_compare_done(self, message: CompareDone) -> None:
+    def on_reply_done(self, message: ReplyDone) -> None:
         from engine.events import GenerationFailed
 
-        if message.prompt_id != self.prompt_id:
+        side = self._side_of(message.reply_id)
+        if side is None:  # a reply to an earlier prompt
             return
-        side, event, reply = message.side, message.event, self.replies[message.side]
+        event, reply = message.event, self.replies[side]
         self.done[side] = True
         head = Text(one_line(self.names[side], 40), style="bold")
         if isinstance(event, GenerationFailed):
