@@ -91,7 +91,6 @@ class MiniGPTApp(ActiveModel, TrainingControl, App[int]):
         self._conversations: ConversationStore | None = None
         self._conversations_lock = threading.Lock()
         self._conversations_path = conversations_path
-        self._load_token = 0
         self._first_frame_done = False
         self.quitting = False  # Ctrl+Q is waiting for a training run's save
         self.force_quit = False  # a second Ctrl+Q: quit without waiting for that save

@@ -59,7 +59,7 @@ class ReplyDone(Message):
 
 @dataclass
 class ModelReady(Message):
-    token: int
+    worker: object  # the load's Worker: cancelled when another model was chosen since
     model: object
 
 
@@ -67,12 +67,12 @@ class ModelReady(Message):
 class DecodePathChanged(Message):
     """The loaded model's decode path is settled (its fast path warmed up, or not available)."""
 
-    token: int
+    worker: object
 
 
 @dataclass
 class ModelFailed(Message):
-    token: int
+    worker: object
     name: str
     error: str
 

@@ -45,6 +45,7 @@ class CompareScreen(Screen):
         self.models: list[object | None] = [None, None]
         self.ready = dict(ready or {})
         self.replies: list[TurnView | None] = [None, None]
+        self.prompt_id = 0  # prompts sent so far
         self.stream_ids = [0, 0]  # each side's current stream (reply_id of its messages)
         self.next_stream = 0
         self.stop_event = threading.Event()
@@ -106,6 +107,7 @@ class CompareScreen(Screen):
         inp = self.query_one(ChatInput)
         inp.remember(text)
         inp.clear()
+        self.prompt_id += 1
         self.stop_event.set()  # replies still streaming to the last prompt stop
         self.stop_event = threading.Event()
         sampling = self.app.settings.sampling

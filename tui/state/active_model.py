@@ -1,14 +1,16 @@
 """The active model's life cycle, as a part of the app (a mixin of ``MiniGPTApp``).
 
 Which checkpoint opens at start-up (``--checkpoint``, else the last active one, else the
-newest); loading a checkpoint or a model folder on a worker (a newer request wins: each load
-carries a token); the fast decode path's warm-up after it loads; and the checkpoint store's
-renames and deletes, run on workers, with what they mean for the active model.  The app's
-reactives (``model_status``, ``model_revision``, ``store_revision``) tell the screens.
+newest); loading a checkpoint or a model folder on an exclusive worker (a newer request
+cancels an older one, whose results are then dropped); the fast decode path's warm-up after it
+loads; and the checkpoint store's renames and deletes, run on workers, with what they mean for
+the active model.  The app's reactives (``model_status``, ``model_revision``,
+``store_revision``) tell the screens.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 from tui.messages import CheckpointsChanged, DecodePathChanged, ModelFailed, ModelReady
@@ -71,16 +73,18 @@ class ActiveModel:
 
     def _activate(self, kind: str, name: str, ref: str) -> None:
         """Load another model (the chat stops a reply still streaming when the status turns "loading")."""
-        self._load_token += 1
-        token = self._load_token
         self._drop_model()
         self.active_name, self.active_kind = name, kind
         self.model_error = ""
         self.model_status = "loading"
         self.model_revision += 1
-        self.run_worker(lambda: self._load_model(token, kind, name, ref), thread=True, group="model", exit_on_error=False)
+        # exclusive: a newer load cancels this one; its messages then carry a cancelled worker
+        self.run_worker(lambda: self._load_model(kind, name, ref), thread=True, group="model", exclusive=True, exit_on_error=False)
 
-    def _load_model(self, token: int, kind: str, name: str, ref: str) -> None:
+    def _load_model(self, kind: str, name: str, ref: str) -> None:
+        from textual.worker import get_current_worker
+
+        worker = get_current_worker()
         try:
             from engine.generation.chat_model import ChatModel
 
@@ -92,44 +96,43 @@ class ActiveModel:
             from engine.errors import EngineError
 
             error = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
-            self.post_message(ModelFailed(token, name, error.splitlines()[0] if error else type(exc).__name__))
+            self.post_message(ModelFailed(worker, name, error.splitlines()[0] if error else type(exc).__name__))
             return
-        self.post_message(ModelReady(token, model))
+        self.post_message(ModelReady(worker, model))
         # The fast decode path checks itself and warms up here, off the UI thread: replies take
         # the reference path until it is ready, and the status line says which one runs.
         model.warm_up()
-        self.post_message(DecodePathChanged(token))
+        self.post_message(DecodePathChanged(worker))
         # Then a child process loads the same model and takes the replies, so repainting a
         # streaming reply never stalls its decode (engine/generation/decode_process.py); until it is
         # ready, or if it cannot start, replies decode on a thread here.
-        if decode_process_wanted() and token == self._load_token:
+        if decode_process_wanted() and not worker.is_cancelled:
             model.start_process((kind, ref))
-            if token != self._load_token:  # another model was chosen meanwhile
+            if worker.is_cancelled:  # another model was chosen meanwhile
                 model.close_process()
             else:
-                self.post_message(DecodePathChanged(token))
+                self.post_message(DecodePathChanged(worker))
 
     def _drop_model(self) -> None:
         """Forget the active model; its decode process (if any) ends off the UI thread."""
-        import threading
-
         old, self.chat_model = self.chat_model, None
         if old is not None:  # (also reaps a child that died: close_process is a no-op without one)
             threading.Thread(target=old.close_process, name="minigpt-close-decoder", daemon=True).start()
 
     def on_decode_path_changed(self, message: DecodePathChanged) -> None:
-        if message.token == self._load_token:
+        if not message.worker.is_cancelled:
             self.model_revision += 1
 
     def on_model_ready(self, message: ModelReady) -> None:
-        if message.token != self._load_token:
+        if message.worker.is_cancelled:  # another model was chosen since: this one is not used
+            threading.Thread(target=message.model.close_process, name="minigpt-close-decoder", daemon=True).start()
             return
         self.chat_model = message.model
         self.model_status = "ready"
         self.model_revision += 1
 
     def on_model_failed(self, message: ModelFailed) -> None:
-        if message.token != self._load_token:
+        if message.worker.is_cancelled:
             return
         self.model_error = message.error
         self.model_status = "failed"
@@ -179,7 +182,7 @@ class ActiveModel:
         if self.active_kind == "checkpoint" and self.active_name == name:
             self._drop_model()
             self.active_name = self.active_kind = None
-            self._load_token += 1
+            self.workers.cancel_group(self, "model")  # a load still under way is not used
             self.model_status = "none"
         self.post_message(CheckpointsChanged())
 
