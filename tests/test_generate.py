@@ -273,6 +273,7 @@ def test_fast_path_slides_the_window_like_the_reference(fast_model):
 @pytest.mark.parametrize("decode", ["fast", "reference"])
 def test_cancel_stops_within_one_token_on_both_paths(fast_model, decode):
     c = _chat_on(fast_model, decode)
+    c.stop_ids = []  # no end token: only the stop (or 500 tokens) ends the reply, so it is cancelled mid-reply
     stop = threading.Event()
     tokens = []
     s = Sampling(max_new_tokens=500, seed=1, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0)
@@ -280,13 +281,13 @@ def test_cancel_stops_within_one_token_on_both_paths(fast_model, decode):
         if isinstance(event, TokenGenerated):
             tokens.append(event)
             if len(tokens) == 3:
-                stop.set()
+                stop.set()  # from the consumer, while the decode waits at this token's yield
     done = event
-    assert isinstance(done, GenerationFinished)
-    if done.stop_reason == "cancelled":
-        # not one token after the stop (a token that ends inside a character yields no text,
-        # so count tokens by index, not by events)
-        assert len(tokens) == 3 and done.new_tokens == tokens[-1].index + 1
+    assert isinstance(done, GenerationFinished), done
+    assert done.stop_reason == "cancelled", done
+    # not one token after the stop (a token that ends inside a character yields no text,
+    # so count tokens by index, not by events)
+    assert len(tokens) == 3 and done.new_tokens == tokens[-1].index + 1, (len(tokens), done.new_tokens, tokens[-1].index)
     # stop set before the reply starts: no token at all
     stop = threading.Event()
     stop.set()

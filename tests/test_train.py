@@ -6,7 +6,7 @@ import pytest
 from engine import events as ev
 from engine.store.checkpoints import CheckpointStore
 from engine.errors import UsageError
-from engine.training.config import DEFAULT_TOKENIZER, TrainConfig
+from engine.training.config import DEFAULT_TOKENIZER, EVALS_PER_BUDGET, TrainConfig
 from engine.training.job import TrainingJob
 
 
@@ -221,14 +221,55 @@ def test_time_budget_ends_on_time_with_the_rate_decayed(fresh_dirs):
     # the ETA is the budget that remains, and it reaches 0 at the end
     assert steps[-1].eta_s <= max(2.0, 1.5 * per_step) and steps[0].eta_s == pytest.approx(budget - steps[0].train_s, abs=0.01)
     assert steps[-1].total_steps == steps[-1].step
-    # evaluations every fifth of the budget and at the end; the checkpoint records the budget
-    assert log.of(ev.TrainEval)[-1].step == result.step
+    # without --eval-every: an evaluation (and a save) at the first step whose training time
+    # reaches each fifth of the budget, and one at the last step
+    fifth = budget / EVALS_PER_BUDGET
+    due = [next(s.step for s in steps if s.train_s >= k * fifth) for k in range(1, EVALS_PER_BUDGET) if steps[-1].train_s >= k * fifth]
+    assert len(set(due)) == EVALS_PER_BUDGET - 1, ("each fifth of the budget should end at its own step", due, per_step)
+    assert [e.step for e in log.of(ev.TrainEval)] == due + [result.step]
+    assert [e.step for e in log.of(ev.TrainSample)] == due + [result.step]
+    assert [c.step for c in log.of(ev.CheckpointSaved)] == due + [result.step]
+    # the checkpoint records the budget
     meta = CheckpointStore().get("timed").meta
     assert meta["time_budget_s"] == budget and meta["complete"] and meta["planned_steps"] is None
     assert meta["budget_used_s"] == pytest.approx(result.train_s, abs=0.05)
     # resuming a finished budget needs a new one
     again = TrainingJob(TrainConfig(resume="timed", eval_blocks=4, sample_tokens=8)).run()
     assert isinstance(again, ev.TrainFailed) and "--time" in again.error
+
+
+def test_a_pause_does_not_spend_the_time_budget(fresh_dirs):
+    """A timed run paused for ``hold`` seconds: the pause is wall time, not training time, so
+    the training clock steps over it and the run trains its whole budget after it."""
+    log = ev.EventLog()
+    budget, hold = 3.0, 1.5
+    # small batches: many short steps in the budget, even on a busy machine
+    job = TrainingJob(tiny(time_budget=budget, eval_every=1000, batch_size=2, tokenizer="bpe:512", name="paused-budget"), log)
+    job.start()
+    deadline = time.time() + 120
+    wait_for(lambda: log.of(ev.TrainStep), deadline, "a first step")
+    job.pause()  # takes effect at the end of a later step
+    wait_for(lambda: log.of(ev.TrainPaused), deadline, "the pause")
+    paused_at = log.of(ev.TrainPaused)[0].step
+    time.sleep(hold)  # the pause being measured (not a wait for anything)
+    # nothing moves while paused (the paused step itself is reported after the pause)
+    assert max(s.step for s in log.of(ev.TrainStep)) <= paused_at and not log.of(ev.TrainResumed)
+    job.resume()
+    result = job.join(120)
+    assert isinstance(result, ev.TrainFinished), result
+    assert [e.step for e in log.of(ev.TrainResumed)] == [paused_at]
+    steps = {s.step: s for s in log.of(ev.TrainStep)}
+    assert max(steps) > paused_at + 1, ("no training after the pause", paused_at, max(steps))
+    # from the step before the pause to the step after it: wall time grew by the pause (at
+    # least ``hold``) more than training time did
+    before, after = steps[paused_at - 1], steps[paused_at + 1]
+    wall, train = after.elapsed_s - before.elapsed_s, after.train_s - before.train_s
+    assert wall - train >= hold - 0.05, (wall, train)
+    # and the run still trained its whole budget
+    per_step = steps[max(steps)].train_s / len(steps)
+    assert abs(result.train_s - budget) <= max(1.0, 1.5 * per_step), (result.train_s, per_step)
+    assert result.elapsed_s >= result.train_s + hold
+    assert CheckpointStore().get("paused-budget").meta["budget_used_s"] == pytest.approx(result.train_s, abs=0.05)
 
 
 @pytest.mark.parametrize("arch,optimizer", [("llama", "muon"), ("gpt2", "muon"), ("llama", "adamw")])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from test_tui_support import FakeChat, anyio_backend, fake_ready, ckpt_home, plain, wait_until  # noqa: F401  (fixtures)
+from engine.events import TokenGenerated
 from tui.app import MiniGPTApp
 from tui.widgets.turns import ChatInput, TurnView
 from tui.safe import visible
@@ -261,39 +264,97 @@ async def test_sampling_settings_validate_and_persist(fresh_dirs):
     assert (saved.temperature, saved.top_k, saved.seed) == (0.5, 7, 42)
 
 
-async def test_view_follows_bottom_only_while_at_bottom(fresh_dirs):
+class GatedChat(FakeChat):
+    """A FakeChat whose pieces come only as the test lets them through (``let(n)``): the reply is
+    exactly as long as the test says at every moment, however slow the machine."""
+
+    def __init__(self, pieces: list[str]):
+        super().__init__(pieces)
+        self.gate = threading.Semaphore(0)
+
+    def let(self, n: int) -> None:
+        self.gate.release(n)
+
+    def stream(self, prompt, sampling=None, stop=None, details=False):
+        for event in super().stream(prompt, sampling, stop, details):
+            if isinstance(event, TokenGenerated):
+                while not self.gate.acquire(timeout=0.05):
+                    if stop is not None and stop.is_set():
+                        break
+            yield event
+
+
+class ClockedChat(FakeChat):
+    """A FakeChat that sets the screen's clock: piece i is produced at second i."""
+
+    def __init__(self, pieces: list[str], clock: list[float]):
+        super().__init__(pieces)
+        self.clock = clock
+
+    def stream(self, prompt, sampling=None, stop=None, details=False):
+        for event in super().stream(prompt, sampling, stop, details):
+            if isinstance(event, TokenGenerated):
+                self.clock[0] = float(event.index)
+            yield event
+
+
+async def test_view_follows_bottom_only_while_at_bottom(fresh_dirs, monkeypatch):
+    monkeypatch.setattr("tui.screens.chat.REPLY_UPDATE_INTERVAL_S", 0.0)  # every piece on screen at once
+    model = GatedChat([f"line {i}\n" for i in range(300)])
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await fake_ready(pilot, app, FakeChat([f"line {i}\n" for i in range(300)], delay=0.01))
+        await fake_ready(pilot, app, model)
         await _send(pilot, "many lines please")
         chat = app.views["chat"]
         view = chat.view
-        await wait_until(pilot, lambda: chat.reply is not None and chat.reply.text.count("\n") > 40, 30, "a long reply")
-        await pilot.pause()
-        assert view.max_scroll_y > 0 and view.scroll_y >= view.max_scroll_y - 1  # following the bottom
+        lines = lambda: chat.reply.text.count("\n") if chat.reply is not None else -1  # noqa: E731
+        at_bottom = lambda: view.max_scroll_y > 0 and view.scroll_y >= view.max_scroll_y - 1  # noqa: E731
+
+        async def let_through(n: int, total: int) -> None:
+            """``n`` more lines, then wait until they are in the reply and laid out."""
+            model.let(n)
+            await wait_until(pilot, lambda: lines() == total, 30, f"{total} lines in the reply")
+            reply = chat.reply
+            await wait_until(pilot, lambda: reply.content_size.height >= total, 30, f"the reply laid out with {total} lines")
+
+        await let_through(60, 60)  # far more than the 24 rows
+        await wait_until(pilot, at_bottom, 10, "the view to follow the bottom of the streaming reply")
         view.scroll_home(animate=False)  # the user scrolls up to read
+        await wait_until(pilot, lambda: view.scroll_y == 0, 10, "the scroll home")
+        await let_through(40, 100)
         await pilot.pause()
-        grown = chat.reply.text.count("\n")
-        await wait_until(pilot, lambda: chat.reply is None or chat.reply.text.count("\n") > grown + 20, 30, "more text")
-        await pilot.pause()
-        assert view.scroll_y == 0  # left where the user put it
+        assert view.scroll_y == 0  # left where the user put it while the reply grew by 40 lines
         view.scroll_end(animate=False)  # back at the bottom: follows again
-        await pilot.pause()
-        if chat.reply is not None:
-            grown = chat.reply.text.count("\n")
-            await wait_until(pilot, lambda: chat.reply is None or chat.reply.text.count("\n") > grown + 20, 30, "more text")
+        await wait_until(pilot, at_bottom, 10, "the scroll to the end")
+        await let_through(40, 140)
+        assert chat.reply is not None  # still streaming: the rest is held back
+        await wait_until(pilot, at_bottom, 10, "the view to follow the bottom again")
+        model.let(300)
         await wait_until(pilot, lambda: chat.reply is None, 30, "the end")
-        await pilot.pause()
-        assert view.scroll_y >= view.max_scroll_y - 1
+        assert _turns(app)[-1].text.count("\n") == 300
+        await wait_until(pilot, at_bottom, 10, "the view at the bottom of the finished reply")
 
 
 async def test_streaming_updates_are_batched(fresh_dirs, monkeypatch):
     """The worker posts the reply at most once per REPLY_UPDATE_INTERVAL_S (the first piece at
-    once), so a fast model does not make the UI redraw, and take the GIL, for every token."""
-    import time
+    once), so a fast model does not make the UI redraw, and take the GIL, for every token.  The
+    clock the batching reads is the model's: piece i comes at second i, so with a 5 s interval
+    exactly pieces 0, 5, 10, ... are posted, however fast or slow the machine runs."""
+    import types
 
+    from tui import messages, reply_stream
     from tui.screens import chat as chat_mod
 
+    clock = [0.0]
+    monkeypatch.setattr(reply_stream, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(chat_mod, "REPLY_UPDATE_INTERVAL_S", 5.0)
+    posted: list[str] = []  # what the worker posts (the real message, recorded on the way)
+
+    def progress(reply_id, text):
+        posted.append(text)
+        return messages.ReplyProgress(reply_id, text)
+
+    monkeypatch.setattr(reply_stream, "ReplyProgress", progress)
     shown: list[str] = []
     original = TurnView.set_text
 
@@ -305,13 +366,13 @@ async def test_streaming_updates_are_batched(fresh_dirs, monkeypatch):
     pieces = [f"w{i} " for i in range(300)]
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await fake_ready(pilot, app, FakeChat(pieces, delay=0.001))
-        t0 = time.monotonic()
+        await fake_ready(pilot, app, ClockedChat(pieces, clock))
         await _send(pilot, "go")
         chat = app.views["chat"]
         await wait_until(pilot, lambda: chat.reply is None, 30, "the reply")
-        elapsed = time.monotonic() - t0
         reply = _turns(app)[-1]
         assert reply.text == "".join(pieces)  # nothing lost between updates
-        assert shown and reply.text.startswith(shown[0])
-        assert 1 <= len(shown) <= elapsed / chat_mod.REPLY_UPDATE_INTERVAL_S + 2, (len(shown), elapsed)
+        # the first piece at once, then one update per 5 pieces (5 s), each with all the text so far
+        assert posted == ["".join(pieces[: i + 1]) for i in range(0, 300, 5)], [len(t) for t in posted]
+        # the screen showed only what was posted, in order (a queued update may be replaced by a newer one)
+        assert shown and all(a in posted for a in shown) and shown == sorted(shown, key=len)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from test_tui_support import FakeChat, anyio_backend, chat_turns, fake_ready, ckpt_home, copy_checkpoint, plain, wait_until  # noqa: F401
+from test_tui_support import FakeChat, anyio_backend, chat_turns, fake_ready, ckpt_home, copy_checkpoint, open_palette, plain, run_from_palette, wait_until  # noqa: F401
 from tui.app import MiniGPTApp
 from tui.widgets.turns import ChatInput, TurnView
 
@@ -106,22 +106,45 @@ async def test_palette_lists_checkpoints_and_saved_chats(ckpt_home, tiny_checkpo
         await fake_ready(pilot, app, FakeChat(["hi"]))
         await _send(pilot, "a chat about lions")
         await pilot.press("ctrl+n")
-        await pilot.press("ctrl+p")
-        await pilot.pause()
-        await pilot.press(*"use palette")
-        await pilot.pause(0.5)
-        await pilot.press("enter")
+        await run_from_palette(pilot, "use palette", "Use palette-model")
         await wait_until(pilot, lambda: app.active_name == "palette-model", 10, "Use palette-model")
         await wait_until(pilot, lambda: app.model_status in ("ready", "failed"), 120, "the load")
         assert app.model_status == "ready"
-        await pilot.press("ctrl+p")
-        await pilot.pause()
-        await pilot.press(*"open a chat about lions")
-        await pilot.pause(0.5)
-        await pilot.press("enter")
+        await run_from_palette(pilot, "open a chat about lions", "Open a chat about lions")
         chat = app.views["chat"]
         await wait_until(pilot, lambda: chat.conversation_id is not None, 10, "Open the chat")
         assert [t.text for t in chat_turns(app)][0] == "a chat about lions"
+
+
+async def test_palette_lists_entries_read_after_the_query_was_typed(fresh_dirs, monkeypatch):
+    """The saved chats are read on a thread when the palette opens; a query typed before they
+    arrive (each keystroke cancels the search before it) still finds them once they do.  The read
+    is held until the whole query is typed, so the search always starts first."""
+    import threading
+
+    from tui import commands
+
+    typed = threading.Event()
+    real_load = commands.ChatsProvider.load
+
+    def held_load(self):
+        assert typed.wait(30), "the query was never typed"
+        return real_load(self)
+
+    monkeypatch.setattr(commands.ChatsProvider, "load", held_load)
+    app = MiniGPTApp(autoload=False)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await fake_ready(pilot, app, FakeChat(["hi"]))
+        await _send(pilot, "zebras at noon")
+        await wait_until(pilot, lambda: len(chat_turns(app)) == 2 and app.views["chat"].reply is None, 10, "the reply")
+        await pilot.press("ctrl+n")
+        await open_palette(pilot)
+        await pilot.press(*"open zebras")
+        typed.set()
+        await run_from_palette(pilot, "open zebras", "Open zebras at noon", typed=True)
+        chat = app.views["chat"]
+        await wait_until(pilot, lambda: chat.conversation_id is not None, 10, "Open the chat")
+        assert [t.text for t in chat_turns(app)][0] == "zebras at noon"
 
 
 async def test_keymap_file_rebinds_keys_and_reports_bad_entries(fresh_dirs):

@@ -12,7 +12,8 @@ from test_tui_support import FakeChat, anyio_backend, ckpt_home, copy_checkpoint
 from engine.training.config import FIRST_RUN_BUDGET_S, FIRST_RUN_DATASET
 from tui.app import MiniGPTApp
 from tui.widgets.turns import ChatInput, TurnView
-from tui.screens.dialogs import ConfirmScreen, DetailsScreen
+from tui.screens.dialogs import ConfirmScreen, DetailsScreen, PromptScreen
+from tui.screens.saved_chats import ConversationsScreen
 
 pytestmark = pytest.mark.anyio
 
@@ -52,8 +53,8 @@ async def test_ctrl_t_trains_the_default_model(fresh_dirs):
         assert state.config.time_budget == FIRST_RUN_BUDGET_S["cpu"]
         await wait_until(pilot, lambda: app.screen is app.views.get("training"), 10, "the training screen")
         await wait_until(pilot, lambda: state.job is not None or state.done.is_set(), 60, "the job")
-        if state.job is not None:
-            state.job.cancel(save=False)
+        assert state.job is not None, (state.status, state.error)  # the job was made (none: it failed first)
+        state.job.cancel(save=False)
         await wait_until(pilot, lambda: state.done.is_set(), 240, "the run to stop")
 
 
@@ -70,6 +71,7 @@ async def test_picker_details_and_header_click_sort(ckpt_home, tiny_checkpoint):
         await pilot.press("f3")
         await wait_until(pilot, lambda: app.screen is app.views.get("checkpoints"), 10, "picker")
         screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded, 30, "the picker's listing")  # read on a worker
         table = screen.query_one("#ckpt-table", DataTable)
         names = lambda: [row.key.value for row in table.ordered_rows]  # noqa: E731
         assert names() == ["b-more-steps", tiny_checkpoint]  # by name
@@ -104,9 +106,11 @@ async def test_export_overwrite_asks_and_yes_overwrites(fresh_dirs):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("old content")
         await pilot.press("f5")
-        await wait_until(pilot, lambda: app.screen.query(DataTable), 5, "the saved chats")
+        # the rows are read on a worker: 'e' exports the highlighted row, so wait for it
+        await wait_until(pilot, lambda: isinstance(app.screen, ConversationsScreen) and app.screen.loaded == "", 10, "the saved chats listed")
+        assert app.screen.query_one(DataTable).row_count == 1
         await pilot.press("e")
-        await pilot.pause()
+        await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen) and app.focused is app.screen.query_one("#prompt-input"), 10, "the export path prompt")
         await pilot.press("enter")  # the default path, which exists
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5, "the overwrite question")
         assert path.read_text() == "old content"

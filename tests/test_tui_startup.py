@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from test_tui_support import anyio_backend, ckpt_home, plain, wait_until  # noqa: F401
+from test_tui_support import anyio_backend, ckpt_home, plain, run_from_palette, wait_until  # noqa: F401
 from engine.training.config import FIRST_RUN_BUDGET_S, FIRST_RUN_DATASET
 from tui.app import EXIT_AFTER_FIRST_FRAME_ENV, FIRST_FRAME_ENV, MiniGPTApp
 from tui.widgets.turns import ChatInput
@@ -138,15 +138,10 @@ async def test_screens_keys_and_palette(fresh_dirs):
         from tui.screens.help import HelpScreen
 
         await pilot.press("f6")
-        await pilot.pause()
-        assert isinstance(app.screen, HelpScreen)
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), 10, "the help screen")
         await pilot.press("escape")
         # the command palette knows the screens
-        await pilot.press("ctrl+p")
-        await pilot.pause()
-        await pilot.press(*"checkpoints")
-        await pilot.pause(0.5)
-        await pilot.press("enter")
+        await run_from_palette(pilot, "checkpoints", "Checkpoints")
         await wait_until(pilot, lambda: app.screen is app.views.get("checkpoints"), 10, "palette -> checkpoints")
 
 

@@ -27,6 +27,46 @@ async def wait_until(pilot, condition, timeout: float = 60.0, what: str = "condi
         await pilot.pause(0.05)
 
 
+async def open_palette(pilot) -> None:
+    """Ctrl+P, and wait until the command palette takes the keys."""
+    from textual.command import CommandInput, CommandPalette
+
+    app = pilot.app
+    await pilot.press("ctrl+p")
+    await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette) and isinstance(app.focused, CommandInput), 10, "the command palette")
+
+
+async def run_from_palette(pilot, query: str, command: str, typed: bool = False) -> None:
+    """Ctrl+P, type ``query`` (``typed``: the palette is open with it typed already), wait until
+    the palette has gathered its results for it and ``command`` is the highlighted one (what
+    Enter runs), then Enter."""
+    from textual.command import CommandInput, CommandList, CommandPalette
+
+    app = pilot.app
+    if not typed:
+        await open_palette(pilot)
+        await pilot.press(*query)
+    palette = app.screen
+
+    results = palette.query_one(CommandList)
+
+    def highlighted() -> str | None:
+        if results.highlighted is None:
+            return None
+        return str(results.get_option_at_index(results.highlighted).hit.text)
+
+    def gathered() -> bool:
+        busy = [w for w in app.workers if w.group == CommandPalette._GATHER_COMMANDS_GROUP and not w.is_finished]
+        return palette.query_one(CommandInput).value == query and not busy
+
+    try:
+        await wait_until(pilot, lambda: gathered() and highlighted() == command, 10, f"{command!r} highlighted in the palette for {query!r}")
+    except AssertionError as exc:
+        found = [str(o.hit.text) for o in results.options if hasattr(o, "hit")]
+        raise AssertionError(f"{exc}; the palette holds {found}, highlighted {highlighted()!r}") from None
+    await pilot.press("enter")
+
+
 async def fake_ready(pilot, app, chat) -> None:
     """The app with no checkpoint, then ``chat`` (a FakeChat) as its ready model."""
     await wait_until(pilot, lambda: app.model_status == "none", 10, "start-up")

@@ -49,21 +49,30 @@ class _ListProvider(Provider):
     verb = ""
 
     async def startup(self) -> None:
+        # Started here, awaited (shielded) by each search.  Not awaited here: Textual's searches
+        # await the startup, and each keystroke cancels the search before it, which cancelled a
+        # read still on its way, and the palette then found none of these entries until reopened.
+        self._loading = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> list[tuple[str, str, object]]:
         try:
-            self.entries = await asyncio.to_thread(self.load)
+            return await asyncio.to_thread(self.load)
         except Exception:  # a damaged store must not break the palette
-            self.entries = []
+            return []
+
+    async def entries(self) -> list[tuple[str, str, object]]:
+        return await asyncio.shield(self._loading)  # a cancelled search leaves the read running
 
     def load(self) -> list[tuple[str, str, object]]:  # (label, help, callback)
         raise NotImplementedError
 
     async def discover(self) -> Hits:
-        for label, help_text, callback in self.entries:
+        for label, help_text, callback in await self.entries():
             yield DiscoveryHit(label, callback, help=help_text)
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
-        for label, help_text, callback in self.entries:
+        for label, help_text, callback in await self.entries():
             score = matcher.match(label)
             if score > 0:
                 yield Hit(score, matcher.highlight(label), callback, help=help_text)
