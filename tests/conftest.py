@@ -71,6 +71,20 @@ def tiny_checkpoint(isolated_dirs):
 
 
 @pytest.fixture(scope="session")
+def other_tiny_checkpoint(isolated_dirs):
+    """Name of a second real tiny GPT-2: as ``tiny_checkpoint`` but another seed (other initial
+    weights, other data order), so that two checkpoints really differ."""
+    from engine.events import TrainFinished
+    from engine.training.job import TrainConfig, TrainingJob
+
+    result = TrainingJob(
+        TrainConfig(dataset="builtin", preset="tiny", max_steps=8, eval_every=8, name="tiny-other-fixture", eval_blocks=8, seed=7)
+    ).run()
+    assert isinstance(result, TrainFinished), result
+    return "tiny-other-fixture"
+
+
+@pytest.fixture(scope="session")
 def tiny_chat_checkpoint(isolated_dirs):
     """Name of a real tiny chat model: a few steps on the chitchat conversations."""
     from engine.events import TrainFinished

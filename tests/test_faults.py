@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, minigpt_cmd
+from conftest import ROOT, minigpt_cmd, skip_unless_ci
 from engine.store.checkpoints import CheckpointStore
 from engine.events import GenerationFinished, TrainFailed, TrainFinished
 from engine.store.settings import Sampling, Settings, load_settings, save_settings
@@ -85,60 +85,121 @@ def test_kill_9_twenty_times_loses_nothing(tmp_path):
     assert CheckpointStore(root).get("k").meta["steps"] == last_steps + 2
 
 
-# Where a tmpfs cannot be mounted, the save's write itself fails with ENOSPC: the checkpoint
-# writer (safetensors) raises the same "No space left on device" error a full disk gives.
-_INJECT_ENOSPC = """
-import errno, os
+# The checkpoint writer (transformers' ``safe_save_file``, the model's weights: the first big file
+# a save writes) watched from inside the training process.  ``_SPY_SAVES`` only records the free
+# space of the target's file system when the write began, and the error it ended with, then
+# re-raises: the real write and the real error.  (safetensors writes into a hidden temporary file
+# that it unlinks when the write fails, so the bytes it got down cannot be counted afterwards; a
+# write that starts with 0 < free < size bytes free and ends with ENOSPC has filled the disk
+# part-way.)  ``_INJECT_ENOSPC`` makes the injected case: the write fails with ENOSPC before its
+# first byte, as a full disk fails at open().
+_SPY_SAVES = """
+import json, os
 import transformers.modeling_utils as modeling_utils
 
-def _disk_full(*args, **kwargs):
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(args[1] if len(args) > 1 else kwargs.get("filename")))
+_real_save = modeling_utils.safe_save_file
 
-modeling_utils.safe_save_file = _disk_full
+def _watched_save(*args, **kwargs):
+    target = str(args[1] if len(args) > 1 else kwargs.get("filename"))
+    disk = os.statvfs(os.path.dirname(target))
+    free = disk.f_bavail * disk.f_frsize
+    try:
+        return _real_save(*args, **kwargs)
+    except BaseException as exc:
+        with open(os.environ["MINIGPT_TEST_SAVE_LOG"], "a") as log:
+            log.write(json.dumps({"file": target, "free_before": free, "error": str(exc)}) + "\\n")
+        raise
+"""
+
+_INJECT_ENOSPC = """
+import errno
+
+def _disk_full(path, *args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+_real_save = lambda tensors, filename, *args, **kwargs: _disk_full(filename)
+"""
+
+_INSTALL = """
+modeling_utils.safe_save_file = _watched_save
 """
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """(folder, inject): a 60 MB tmpfs for the data dir; where mounting is not allowed, a plain
-    folder and ``inject=True`` (the save's write fails with ENOSPC instead of a real full disk)."""
+@pytest.fixture(params=["real-tmpfs", "injected"])
+def small_disk(request, tmp_path):
+    """(folder, case).  ``real-tmpfs``: a 120 MB tmpfs for the data dir, filled before the save so
+    that the save's write runs out of space part-way (where mounting is not allowed this case is
+    skipped, and under CI it fails).  ``injected``: a plain folder, and the save's write fails
+    with ENOSPC before any byte is written."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=120m", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        yield mnt, True
+    if request.param == "injected":
+        yield mnt, request.param
         return
-    yield mnt, False
-    subprocess.run(["umount", "-l", str(mnt)])
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=120m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        skip_unless_ci(f"cannot mount a tmpfs for a real full disk: {' '.join((r.stderr or r.stdout).split())}")
+    try:
+        yield mnt, request.param
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])
+
+
+def _files(folder):
+    """Every file under ``folder`` (hidden ones too), by relative path, with its SHA-256."""
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.slow  # over 40 s on 2 cores: CI runs it with -m slow
-def test_disk_full_during_save_keeps_previous_checkpoint(tmp_path, small_disk):
-    small_disk, inject = small_disk
+def test_disk_full_during_save_keeps_previous_checkpoint(tmp_path, small_disk, record_property):
+    small_disk, case = small_disk
+    record_property("disk_full", case)
     env = _env(tmp_path, data_dir=small_disk)
     base = ["train", "--dataset", "builtin", "--preset", "tiny", "--eval-every", "100"]
     r = subprocess.run(minigpt_cmd() + base + ["--max-steps", "2", "--name", "full"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     root = small_disk / "minigpt-tui" / "checkpoints"
     before = CheckpointStore(root).get("full").meta["steps"]
-    if inject:
-        (tmp_path / "inject").mkdir()
-        (tmp_path / "inject" / "sitecustomize.py").write_text(_INJECT_ENOSPC)
-        env["PYTHONPATH"] = f"{tmp_path / 'inject'}{os.pathsep}{env['PYTHONPATH']}"
-    else:
-        # fill the disk, leaving room to stage the resume (a copy of the optimizer state) but not
-        # for the next save (weights, optimizer state)
+    saved = _files(root / "full")
+    model_size = (root / "full" / "model.safetensors").stat().st_size
+    spy = tmp_path / "spy"
+    spy.mkdir()
+    (spy / "sitecustomize.py").write_text(_SPY_SAVES + (_INJECT_ENOSPC if case == "injected" else "") + _INSTALL)
+    env["PYTHONPATH"] = f"{spy}{os.pathsep}{env['PYTHONPATH']}"
+    env["MINIGPT_TEST_SAVE_LOG"] = str(tmp_path / "saves.jsonl")
+    if case == "real-tmpfs":
+        # fill the disk, leaving room to stage the resume (a copy of the optimizer state; the
+        # weights are hard links) and half the weights: the next save runs out of space mid-file
         staging = sum(f.stat().st_size for f in (root / "full" / "resume").iterdir())
         free = shutil.disk_usage(small_disk).free
         with open(small_disk / "filler", "wb") as f:
-            f.write(b"\0" * max(0, free - staging - (root / "full" / "model.safetensors").stat().st_size // 2))
+            f.write(b"\0" * (free - staging - model_size // 2))
     r = subprocess.run(minigpt_cmd() + ["train", "--resume", "full", "--max-steps", "4"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 1, r.stderr
     errors = [line for line in r.stderr.splitlines() if line.startswith("minigpt-tui:")]
     assert len(errors) == 1 and "No space left on device" in errors[0], r.stderr
     assert "could not save checkpoint 'full'" in errors[0] and "the previous save is intact" in errors[0], errors
     assert "Traceback" not in r.stderr
-    if not inject:
+    # the path that ran: a real write that filled the disk part-way, or one refused before its first byte
+    failed = [json.loads(line) for line in (tmp_path / "saves.jsonl").read_text().splitlines()]
+    assert len(failed) == 1 and "No space left on device" in failed[0]["error"], failed
+    assert failed[0]["file"].endswith("model.safetensors"), failed
+    free = failed[0]["free_before"]
+    if case == "real-tmpfs":
+        assert 0 < free < model_size, f"not a partial write: {free} bytes free for {model_size} bytes of weights"
+    else:
+        assert free > model_size, f"injected: the disk had room ({free} bytes free), the error is the injected one"
+    said = f"disk full ({case}): the weights' write ({model_size} bytes) began with {free} bytes free and failed with ENOSPC"
+    record_property("disk_full_write", said)
+    print(said)
+    # before anything lists (and so tidies) the store: the earlier checkpoint is byte for byte
+    # the same, and nothing else is left in the store (no partial weights, no staging folders)
+    assert _files(root / "full") == saved, "the earlier checkpoint changed on disk"
+    left = sorted(p for p in _files(root) if not p.startswith("full/") and not p.startswith(".locks/"))
+    assert left == [], f"left in the store after the failed save: {left}"
+    if case == "real-tmpfs":
         (small_disk / "filler").unlink()
     infos = _verify_store(root)
     assert [i.name for i in infos] == ["full"] and infos[0].meta["steps"] == before

@@ -1,5 +1,6 @@
-"""Two training processes on CPU (``torchrun --nproc_per_node=2``, gloo): resume, one agreed run
-name, and SIGTERM to one rank (both ranks stop at the same step; one consistent checkpoint)."""
+"""Two training processes on CPU (``torchrun --nproc_per_node=2``, gloo): data parallel that trains
+what one process trains, resume, one agreed run name, and SIGTERM to one rank (both ranks stop at
+the same step; one consistent checkpoint)."""
 
 from __future__ import annotations
 
@@ -50,8 +51,62 @@ def test_resume_and_default_name_under_torchrun(env):
     assert "steps 3->5" in r.stderr and "2 processes" in r.stderr and "Traceback" not in r.stderr
     info = listed(env)
     assert [c["name"] for c in info] == [name] and info[0]["ok"]
-    assert info[0]["meta"]["steps"] == 5 and info[0]["meta"]["tokens_seen"] == 5 * 8 * 64 * 2
+    assert info[0]["meta"]["steps"] == 5
+    assert info[0]["meta"]["tokens_seen"] == 5 * 8 * 64 * 2  # the metadata counts both ranks' rows
     assert not (env_path(env) / ".runs" / name).exists()  # the Trainer's work folder is gone after the run
+
+
+DUMP = ROOT / "tests" / "rank_dump.py"
+
+
+def test_two_ranks_train_exactly_what_one_process_trains(env, tmp_path):
+    """Data parallel is the same training: 2 ranks x batch 4 end with identical weights (the
+    checkpoint rank 0 saved holds them), equal to fp32 rounding to one process x batch 8 with the
+    same seed, data and steps.  Each process writes down (tests/rank_dump.py) the rows it trained
+    on and its weights; the step's two halves together are the one process's batch, row for row.
+    fp32 throughout: on CPUs with native bf16 the default would be bf16."""
+    import torch
+    from safetensors.torch import load_file
+
+    steps = 4
+    args = ["train", "--dataset", "builtin", "--preset", "tiny", "--tokenizer", "bpe:400", "--dtype", "fp32",
+            "--max-steps", str(steps), "--eval-every", "100", "--seed", "5"]
+    dumps = {}
+    for name, cmd, batch in (("two", [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(DUMP)], 4),
+                             ("one", [sys.executable, str(DUMP)], 8)):
+        dump = tmp_path / f"dump-{name}"
+        dump.mkdir()
+        r = subprocess.run(cmd + args + ["--batch-size", str(batch), "--name", name], env={**env, "MINIGPT_TEST_DUMP": str(dump)},
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        dumps[name] = sorted(dump.iterdir())
+    assert [p.name for p in dumps["two"]] == ["rank0.pt", "rank1.pt"] and [p.name for p in dumps["one"]] == ["rank0.pt"]
+    rank0, rank1 = (torch.load(p) for p in dumps["two"])
+    (one,) = (torch.load(p) for p in dumps["one"])
+
+    # the data: each step, rank 0's 4 rows then rank 1's 4 rows are the one process's 8 rows
+    assert len(rank0["batches"]) == len(rank1["batches"]) == len(one["batches"]) == steps
+    for step, (a, b, whole) in enumerate(zip(rank0["batches"], rank1["batches"], one["batches"]), 1):
+        assert a.shape == b.shape == (4, 64) and whole.shape == (8, 64)
+        assert not torch.equal(a, b), f"step {step}: both ranks trained on the same rows"
+        assert torch.equal(torch.cat([a, b]), whole), f"step {step}: the ranks' rows are not the one process's batch"
+    meta = {c["name"]: c["meta"] for c in listed(env)}
+    assert meta["two"]["tokens_seen"] == sum(b.numel() for b in rank0["batches"] + rank1["batches"])
+    assert meta["one"]["tokens_seen"] == sum(b.numel() for b in one["batches"])
+
+    # the weights: the ranks agree exactly, the saved checkpoint is theirs, one process agrees to fp32 rounding
+    final = rank0["weights"]
+    assert final.keys() == rank1["weights"].keys() == one["weights"].keys()
+    for key in final:
+        assert torch.equal(final[key], rank1["weights"][key]), f"{key}: the ranks ended with different weights"
+    saved = load_file(env_path(env) / "two" / "model.safetensors")
+    assert saved and all(torch.equal(saved[key], final[key]) for key in saved), "the checkpoint is not what the ranks had"
+    for key in final:
+        torch.testing.assert_close(final[key], one["weights"][key], rtol=1e-4, atol=5e-5, msg=lambda m, key=key: f"{key}: 2 ranks vs 1 process: {m}")
+    # and training moved the weights far more than that tolerance (the comparison is not of two untrained models)
+    moved = max((final[k] - rank0["initial"][k]).abs().max().item() for k in final)
+    assert moved > 100 * 5e-5, f"the weights moved by at most {moved}"
+    assert all(torch.equal(one["initial"][k], rank0["initial"][k]) for k in final)  # one seed, one starting point
 
 
 def env_path(env):

@@ -4,6 +4,9 @@ context meter, a saved chat that brings its checkpoint back, palette entries, a 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -225,18 +228,65 @@ async def test_search_box_in_saved_chats(fresh_dirs):
         await wait_until(pilot, lambda: chat_turns(app) and chat_turns(app)[0].text == "second about pears", 10, "the chat")
 
 
-async def test_compare_two_checkpoints_side_by_side(ckpt_home, tiny_checkpoint):
-    copy_checkpoint(ckpt_home, tiny_checkpoint, "zz-other")
+# ``minigpt-tui generate`` (the command's own main) for each checkpoint in turn, in one process:
+# one start-up (torch, transformers) instead of one per checkpoint; each reply is followed by a NUL.
+_GENERATE_EACH = """
+import sys
+from engine.cli import main
+
+for name in sys.argv[1].split("\\n"):
+    code = main(["generate", "--checkpoint", name, *sys.argv[2:]])
+    sys.stdout.write("\\0")
+    sys.stdout.flush()
+    if code:
+        sys.exit(code)
+"""
+
+
+def _cli_generate(names: tuple[str, ...], prompt: str, sampling) -> subprocess.Popen:
+    """``minigpt-tui generate`` of each checkpoint in the test's data dirs, with every sampling
+    setting given as a flag (none comes from the settings file)."""
+    from conftest import ROOT
+
+    flags = ["--temperature", str(sampling.temperature), "--top-k", str(sampling.top_k), "--top-p", str(sampling.top_p),
+             "--repetition-penalty", str(sampling.repetition_penalty), "--max-new-tokens", str(sampling.max_new_tokens),
+             "--seed", str(sampling.seed)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-c", _GENERATE_EACH, "\n".join(names), "--prompt", prompt, *flags],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _cli_replies(proc: subprocess.Popen, names: tuple[str, ...]) -> list[str]:
+    try:
+        out, err = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"minigpt-tui generate of {names} did not finish in 180 s")
+    assert proc.returncode == 0, f"minigpt-tui generate: exit {proc.returncode}: {err[-2000:]}"
+    replies = out.split("\0")
+    assert len(replies) == len(names) + 1 and replies[-1] == "", f"generate printed {out!r}"
+    assert all(r.endswith("\n") for r in replies[:-1]), replies
+    return [r[:-1] for r in replies[:-1]]  # generate ends each reply with a newline
+
+
+async def test_compare_two_checkpoints_side_by_side(ckpt_home, tiny_checkpoint, other_tiny_checkpoint, isolated_dirs):
+    """Two different checkpoints answer one prompt; each side's text is what that checkpoint's
+    own ``minigpt-tui generate`` prints for the same prompt, seed and sampling."""
     from textual.widgets import DataTable, Static
 
+    from engine.store.settings import Sampling, Settings
+    from test_tui_support import home_with
     from tui.screens.compare import CompareScreen
 
+    home_with(other_tiny_checkpoint, isolated_dirs)
+    prompt, sampling = "And God said", Sampling(max_new_tokens=12, seed=3)
+    # the command line's replies, computed meanwhile in a process of its own
+    names = (tiny_checkpoint, other_tiny_checkpoint)
+    cli = _cli_generate(names, prompt, sampling)
     app = MiniGPTApp(checkpoint=tiny_checkpoint)
     async with app.run_test(size=(140, 30)) as pilot:
         await wait_until(pilot, lambda: app.model_status == "ready", 120, "the model")
-        from engine.store.settings import Sampling, Settings
-
-        app.settings = Settings(sampling=Sampling(max_new_tokens=12, seed=3))
+        app.settings = Settings(sampling=sampling)
         await pilot.press("f3")
         await wait_until(pilot, lambda: app.views.get("checkpoints") is not None and app.views["checkpoints"].loaded, 10, "the picker")
         picker = app.views["checkpoints"]
@@ -245,13 +295,14 @@ async def test_compare_two_checkpoints_side_by_side(ckpt_home, tiny_checkpoint):
         await pilot.press("c")  # the active one itself: refused, said why
         await pilot.pause()
         assert not isinstance(app.screen, CompareScreen)
-        table.move_cursor(row=table.get_row_index("zz-other"))
+        table.move_cursor(row=table.get_row_index(other_tiny_checkpoint))
         await pilot.press("c")
         await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen), 10, "the compare screen")
         screen = app.screen
+        assert screen.names == names
         await wait_until(pilot, lambda: all(m is not None for m in screen.models), 120, "both models")
         assert screen.models[0] is app.chat_model  # the chat's model is reused, not loaded again
-        await pilot.press(*"And God said")
+        await pilot.press(*prompt)
         await pilot.press("enter")
         await wait_until(pilot, lambda: screen.prompt_id == 1 and not screen.streaming, 60, "both replies")
         for side in (0, 1):
@@ -259,10 +310,12 @@ async def test_compare_two_checkpoints_side_by_side(ckpt_home, tiny_checkpoint):
             assert reply.text and not reply.error
             head = plain(screen.query_one(f"#compare-head-{side}", Static))
             assert "tok/s" in head and "tokens" in head
-        # same weights, same sampling seed: the two sides agree token for token
-        assert screen.replies[0].text == screen.replies[1].text
+        shown = [screen.replies[0].text, screen.replies[1].text]
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.screen is picker, 10, "back to the picker")
+    expected = _cli_replies(cli, names)
+    assert expected[0] != expected[1], f"the two checkpoints answer alike, so the sides cannot be told apart: {expected}"
+    assert shown == expected, f"compare showed {shown}, generate printed {expected}"
 
 
 async def test_token_inspector_on_a_real_reply(ckpt_home, tiny_checkpoint):

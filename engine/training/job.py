@@ -241,7 +241,15 @@ class TrainingJob:
         trainer.remove_callback(ProgressCallback)
         torch.manual_seed(cfg.seed)
         self.doing = "training"
-        trainer.train(resume_from_checkpoint=resume_from)
+        try:
+            trainer.train(resume_from_checkpoint=resume_from)
+        except BaseException:
+            # a failed run (a save that ran out of space, a crash in a step) takes its work folder
+            # with it: the staged resume state and the half-made save would otherwise hold disk
+            # space (on a full disk, of all places) until the next listing tidies the store
+            if self.is_main:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
         step = trainer.state.global_step
         dist.wait_for_everyone()
         if self.is_main:
