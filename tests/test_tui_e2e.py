@@ -306,6 +306,7 @@ def test_kill_9_while_a_reply_streams_takes_the_decode_child_too(ckpt_home, tiny
     from engine.store.paths import conversations_db
 
     tmux = Tmux(tmp_path)
+    child = None
     try:
         app, child, exit_file = _endless_reply_app(tmux, tiny_checkpoint, tmp_path)
         tmux.keys("-l", "first message")
@@ -333,6 +334,8 @@ def test_kill_9_while_a_reply_streams_takes_the_decode_child_too(ckpt_home, tiny
         assert rows[0][1] == "first message" and rows[1][1].strip() and rows[1][2] and rows[2][1] == "second message"
     finally:
         tmux.kill_server()
+        if child is not None and _alive(child):  # (a failed run leaves no orphan behind)
+            os.kill(child, signal.SIGKILL)
 
 
 @pytest.mark.timeout(1200)  # the real first run: 3 minutes of training, its tokenizer, data and evaluations
