@@ -330,4 +330,4 @@ async def test_a_reply_cut_at_the_token_limit_says_so(fresh_dirs):
         assert "2 tok" in status and "token limit" not in status
         app.chat_model = FakeChat(["and ", "on ", "and "], ends="length")
         await _send(pilot, "go on")
-        assert "3 tok \u00b7 100 tok/s \u00b7 1st token 1 ms \u00b7 token limit" in plain(app.views["chat"].query_one("#chat-status"))
+        assert "token limit \u00b7 3 tok \u00b7 100 tok/s \u00b7 1st token 1 ms" in plain(app.views["chat"].query_one("#chat-status"))

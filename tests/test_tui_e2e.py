@@ -229,9 +229,9 @@ def _endless_reply_app(tmux: Tmux, tiny_checkpoint: str, tmp_path: Path) -> tupl
     save_settings(Settings(active_checkpoint=tiny_checkpoint, sampling=endless))
     exit_file = tmp_path / "exit-code"
     env = {k: os.environ[k] for k in APP_ENV}
-    # (120 columns: the status line of a stopped reply, "NNN tok · NNNN tok/s · 1st token N ms ·
-    # stopped" after the model, the decode path and the context, is cut at 100)
-    tmux.run("new-session", "-d", "-s", "app", "-x", "120", "-y", "30", _launch_script(env, tmp_path, exit_file))
+    # (100 columns, as a new user's: a stopped reply's status line says "stopped" before its
+    # timings, so a narrow terminal cuts the timings, never how the reply ended)
+    tmux.run("new-session", "-d", "-s", "app", "-x", "100", "-y", "30", _launch_script(env, tmp_path, exit_file))
     tmux.wait_for("fast decode (process)", 120)
     app = tmux.app_pid()
     return app, _decode_child(app), exit_file

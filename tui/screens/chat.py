@@ -502,16 +502,18 @@ class ChatScreen(Screen):
             self.turns.append(turn)
             if self.conversation_id is not None:
                 turn.id = self.app.conversations.add(self.conversation_id, turn)
-            # (short: the status line fits 80 columns with the model, decode path and context)
-            parts = [f"{event.new_tokens} tok"]
-            if event.tokens_per_s:
-                parts.append(f"{event.tokens_per_s:.0f} tok/s")
-            if event.time_to_first_token_s is not None:
-                parts.append(f"1st token {event.time_to_first_token_s * 1000:.0f} ms")
+            # How it ended comes first: on a narrow terminal the line's end (the timings) is what
+            # is cut, never "stopped" or "token limit".
+            parts = []
             if stopped:
                 parts.append("stopped")
             elif event.stop_reason == "length":  # it did not end its turn: cut at max new tokens (F4)
                 parts.append("token limit")
+            parts.append(f"{event.new_tokens} tok")
+            if event.tokens_per_s:
+                parts.append(f"{event.tokens_per_s:.0f} tok/s")
+            if event.time_to_first_token_s is not None:
+                parts.append(f"1st token {event.time_to_first_token_s * 1000:.0f} ms")
             self.last_stats = " \u00b7 ".join(parts)
         self.update_status()
         self.refresh_bindings()
