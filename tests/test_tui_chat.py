@@ -254,6 +254,19 @@ async def test_sampling_settings_validate_and_persist(fresh_dirs):
         await pilot.pause()
         assert app.screen is screen  # refused
         assert "top-k" in plain(screen.query_one("#sampling-error"))
+
+        def marked() -> list[str]:
+            return [inp.id for inp in screen.query(Input) if inp.has_class("-invalid")]
+
+        assert marked() == ["s-top_k"]  # the error's own field, not a search of its text
+        for key, bad in [("max_new_tokens", "0"), ("repetition_penalty", "x"), ("top_p", "2"), ("seed", "-1")]:
+            screen.query_one("#s-top_k", Input).value = "7"
+            screen.query_one(f"#s-{key}", Input).value = bad
+            screen.query_one("#s-temperature", Input).focus()
+            await pilot.press("enter")
+            await pilot.pause()
+            assert app.screen is screen and marked() == [f"s-{key}"], (key, marked(), plain(screen.query_one("#sampling-error")))
+            screen.query_one(f"#s-{key}", Input).value = {"max_new_tokens": "64", "repetition_penalty": "1.1", "top_p": "1", "seed": ""}[key]
         screen.query_one("#s-top_k", Input).value = "7"
         screen.query_one("#s-seed", Input).value = "42"
         screen.query_one("#s-seed", Input).focus()

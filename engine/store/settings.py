@@ -25,19 +25,20 @@ class Sampling:
     def validated(self) -> "Sampling":
         """Return self, or raise UsageError naming the first value out of range."""
         checks = [
-            (isinstance(self.temperature, (int, float)) and 0 <= self.temperature <= 10, "temperature must be between 0 and 10"),
-            (isinstance(self.top_k, int) and 0 <= self.top_k <= 1_000_000, "top-k must be a whole number >= 0"),
-            (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1, "top-p must be in (0, 1]"),
+            ("temperature", isinstance(self.temperature, (int, float)) and 0 <= self.temperature <= 10, "temperature must be between 0 and 10"),
+            ("top_k", isinstance(self.top_k, int) and 0 <= self.top_k <= 1_000_000, "top-k must be a whole number >= 0"),
+            ("top_p", isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1, "top-p must be in (0, 1]"),
             (
+                "repetition_penalty",
                 isinstance(self.repetition_penalty, (int, float)) and 0 < self.repetition_penalty <= 10,
                 "repetition penalty must be in (0, 10]",
             ),
-            (isinstance(self.max_new_tokens, int) and 1 <= self.max_new_tokens <= 100_000, "max new tokens must be >= 1"),
-            (self.seed is None or (isinstance(self.seed, int) and 0 <= self.seed < 2**63), "seed must be a whole number >= 0"),
+            ("max_new_tokens", isinstance(self.max_new_tokens, int) and 1 <= self.max_new_tokens <= 100_000, "max new tokens must be >= 1"),
+            ("seed", self.seed is None or (isinstance(self.seed, int) and 0 <= self.seed < 2**63), "seed must be a whole number >= 0"),
         ]
-        for ok, message in checks:
+        for field_name, ok, message in checks:
             if not ok:
-                raise UsageError(message)
+                raise UsageError(message, field=field_name)
         return self
 
     @classmethod

@@ -24,7 +24,7 @@ FIELDS = [
 
 
 def parse_sampling(values: dict[str, str]) -> Sampling:
-    """Sampling from form strings; raises UsageError naming the bad field."""
+    """Sampling from form strings; raises UsageError whose ``field`` is the bad one."""
     parsed = {}
     for key, label, _hint, kind in FIELDS:
         text = values.get(key, "").strip()
@@ -34,9 +34,9 @@ def parse_sampling(values: dict[str, str]) -> Sampling:
         try:
             parsed[key] = kind(text)
         except ValueError:
-            raise UsageError(f"{label.lower()}: expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+            raise UsageError(f"{label.lower()}: expected {'a whole number' if kind is int else 'a number'}, got {text!r}", field=key) from None
         if kind is float and parsed[key] != parsed[key]:
-            raise UsageError(f"{label.lower()} is not a number")
+            raise UsageError(f"{label.lower()} is not a number", field=key)
     return Sampling(**parsed).validated()
 
 
@@ -75,12 +75,9 @@ class SamplingScreen(ModalScreen[Sampling | None]):
         try:
             sampling = parse_sampling(self._values())
         except UsageError as exc:
-            message = str(exc)
-            self.query_one("#sampling-error", Static).update(literal(message))
-            for key, label, *_ in FIELDS:
-                if label.lower() in message.lower() or key.replace("_", " ") in message.lower() or key.replace("_", "-") in message.lower():
-                    self.query_one(f"#s-{key}", Input).add_class("-invalid")
-                    break
+            self.query_one("#sampling-error", Static).update(literal(str(exc)))
+            if exc.field in {key for key, *_ in FIELDS}:
+                self.query_one(f"#s-{exc.field}", Input).add_class("-invalid")
             return
         self.dismiss(sampling)
 
