@@ -152,3 +152,24 @@ async def test_deleting_the_active_checkpoint_ends_its_decode_process(ckpt_home,
         assert len(chat.turns) == 2 and chat.reply is None
         assert any("No model yet" in str(n.message) for n in app._notifications), [n.message for n in app._notifications]
         assert app.is_running
+
+
+async def test_deleting_the_active_checkpoint_mid_reply_stops_the_reply(ckpt_home, tiny_checkpoint, monkeypatch):
+    """The chat's model deleted while its reply streams (thread path): the reply ends there,
+    stopped and stored as stopped, as when another model is chosen, not run on or failed."""
+    monkeypatch.setenv("MINIGPT_DECODE_PROCESS", "0")
+    app = MiniGPTApp()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _ready_on(pilot, app, in_child=False)
+        app.settings = replace(app.settings, sampling=ENDLESS)
+        chat = app.views["chat"]
+        await _send(pilot, "In the beginning")
+        await wait_until(pilot, lambda: chat.reply is not None and len(chat.reply.text) > 20, 60, "a streaming reply")
+        app.delete_checkpoint(tiny_checkpoint)
+        await wait_until(pilot, lambda: app.model_status == "none", 30, "the active model to go")
+        await wait_until(pilot, lambda: chat.reply is None, 30, "the reply to end")
+        reply = chat.turns[-1]
+        assert reply.role == "assistant" and reply.stopped and reply.content, reply
+        stored = app.conversations.turns(chat.conversation_id)
+        assert stored[-1].stopped and stored[-1].content == reply.content
+        assert "stopped" in _status(app) and "no model" in _status(app), _status(app)

@@ -117,8 +117,8 @@ class ChatScreen(Screen):
     # --- status ---
     def _model_changed(self, old: str, status: str) -> None:
         app = self.app
-        if status == "loading" and self.generating:
-            self.action_stop()  # another model is coming: the reply of this one ends here
+        if status in ("loading", "none") and self.generating:
+            self.action_stop()  # another model is coming, or this one was deleted: its reply ends here
         if status == "ready" and old != "ready":
             self.add_note(f"now chatting with {app.active_name}")
         self._show_model_state()
