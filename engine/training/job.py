@@ -27,6 +27,7 @@ from engine.training.config import TrainConfig
 from engine.training.plan import RunPlan, Schedule, default_name, plan_run
 from engine.training.schedule import TrainClock
 
+
 class _Cancelled(Exception):
     pass
 
