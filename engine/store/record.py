@@ -10,7 +10,7 @@ and a value of the wrong type is dropped rather than trusted.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 FORMAT = 1
@@ -91,9 +91,6 @@ class CheckpointRecord:
         out = asdict(self)
         extra = out.pop("extra")
         return {**extra, **out}
-
-    def with_changes(self, **changes) -> "CheckpointRecord":
-        return replace(self, **changes)
 
 
 def _kind(f) -> str:

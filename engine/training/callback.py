@@ -269,7 +269,7 @@ class EventCallback(TrainerCallback):
         prev = plan.previous or CheckpointRecord()
         ev, chat = self.last_eval, self.last_chat
         clock, budget = c.clock, plan.budget_s
-        capped = state.max_steps < UNCAPPED_STEPS
+        capped = c.schedule.capped  # (the Trainer's max_steps is the schedule's total_steps)
         return CheckpointRecord(
             name=self.job.name,
             preset=cfg.preset,
