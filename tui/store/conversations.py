@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS messages (
     content TEXT NOT NULL,
     stopped INTEGER NOT NULL DEFAULT 0,
     checkpoint TEXT,
-    created TEXT NOT NULL
+    created TEXT NOT NULL,
+    edited INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
 """
@@ -75,6 +76,7 @@ class Turn:
     stopped: bool = False
     checkpoint: str | None = None
     id: int | None = None  # the stored message's id, once stored
+    edited: bool = False  # a reply the user wrote (a correction), not the model
 
 
 class ConversationStore:
@@ -112,6 +114,7 @@ class ConversationStore:
             db.execute("PRAGMA foreign_keys = ON")
             db.executescript(SCHEMA)
             self._add_column(db, "conversations", "system_prompt", "TEXT")  # a database from before system prompts
+            self._add_column(db, "messages", "edited", "INTEGER NOT NULL DEFAULT 0")  # from before corrections
             had_index = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'messages_fts'").fetchone()
             db.executescript(SEARCH_SCHEMA)
             if not had_index:  # a database from before search: index what it holds
@@ -209,8 +212,8 @@ class ConversationStore:
         now = _now()
         with self.db:
             cur = self.db.execute(
-                "INSERT INTO messages (conversation_id, role, content, stopped, checkpoint, created) VALUES (?, ?, ?, ?, ?, ?)",
-                (conversation_id, turn.role, turn.content, int(turn.stopped), turn.checkpoint, now),
+                "INSERT INTO messages (conversation_id, role, content, stopped, checkpoint, created, edited) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (conversation_id, turn.role, turn.content, int(turn.stopped), turn.checkpoint, now, int(turn.edited)),
             )
             self.db.execute(
                 "UPDATE conversations SET updated = ?, checkpoint = COALESCE(?, checkpoint) WHERE id = ?",
@@ -224,10 +227,10 @@ class ConversationStore:
 
     def turns(self, conversation_id: int) -> list[Turn]:
         rows = self.db.execute(
-            "SELECT role, content, stopped, checkpoint, id FROM messages WHERE conversation_id = ? ORDER BY id",
+            "SELECT role, content, stopped, checkpoint, id, edited FROM messages WHERE conversation_id = ? ORDER BY id",
             (conversation_id,),
         ).fetchall()
-        return [Turn(role, content, bool(stopped), checkpoint, id_) for role, content, stopped, checkpoint, id_ in rows]
+        return [Turn(role, content, bool(stopped), checkpoint, id_, bool(edited)) for role, content, stopped, checkpoint, id_, edited in rows]
 
     # --- export ---
     def to_markdown(self, conversation_id: int) -> str:
