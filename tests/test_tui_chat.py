@@ -239,7 +239,7 @@ async def test_new_chat_reopen_and_export(fresh_dirs):
 
 
 async def test_sampling_settings_validate_and_persist(fresh_dirs):
-    from engine.store.settings import load_settings
+    from engine.store.settings import Sampling, load_settings
     from textual.widgets import Input
 
     app = MiniGPTApp(autoload=False)
@@ -273,6 +273,17 @@ async def test_sampling_settings_validate_and_persist(fresh_dirs):
         await pilot.press("enter")
         await pilot.pause()
         assert app.screen is not screen, plain(screen.query_one("#sampling-error"))
+        chat = app.views["chat"]
+        assert (chat.sampling.temperature, chat.sampling.top_k, chat.sampling.seed) == (0.5, 7, 42)
+        assert load_settings().sampling == Sampling()  # Save: this chat's, not the defaults
+        assert "temp 0.5" in plain(chat.query_one("#chat-status")) and "seed 42" in plain(chat.query_one("#chat-status"))
+        await pilot.press("f4")
+        await pilot.pause()
+        assert app.screen.query_one("#s-top_k", Input).value == "7"  # the chat's values
+        await pilot.click("#make-default")
+        await pilot.pause()
+        assert chat.chat_sampling is None  # the chat's values are now the defaults it follows
+        assert "temp 0.5" not in plain(chat.query_one("#chat-status"))
     saved = load_settings().sampling
     assert (saved.temperature, saved.top_k, saved.seed) == (0.5, 7, 42)
 

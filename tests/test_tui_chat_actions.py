@@ -35,25 +35,41 @@ async def test_copy_regenerate_and_edit(fresh_dirs):
         await _send(pilot, "question")
         await pilot.press("ctrl+o")
         assert app.clipboard == "first answer"
-        # regenerate: the last reply is replaced, in the view and in the stored chat
+        # regenerate: a new version of the last reply, the first one kept
         app.chat_model = FakeChat(["second ", "answer"])
         await pilot.press("ctrl+r")
         await wait_until(pilot, lambda: chat.reply is None and chat_turns(app)[-1].text == "second answer", 10, "the new reply")
         assert [(t.role, t.text) for t in chat_turns(app)] == [("user", "question"), ("assistant", "second answer")]
+        assert chat_turns(app)[-1].version == (2, 2)
         stored = store.turns(chat.conversation_id)
-        assert [(t.role, t.content) for t in stored] == [("user", "question"), ("assistant", "second answer")]
-        # edit the last message: it goes back to the input with its reply taken away
+        assert [(t.role, t.content, t.versions) for t in stored] == [("user", "question", 1), ("assistant", "second answer", 2)]
+        await pilot.press("alt+left")
+        await pilot.pause()
+        assert [t.text for t in chat_turns(app)] == ["question", "first answer"] and chat_turns(app)[-1].version == (1, 2)
+        await pilot.press("ctrl+o")
+        assert app.clipboard == "first answer"  # the version shown
+        # edit the last message: it goes back to the input, its reply leaves the view (not the store)
         await pilot.press("ctrl+g")
         await pilot.pause()
         inp = chat.query_one(ChatInput)
         assert inp.text == "question" and app.focused is inp
         assert chat_turns(app) == [] and chat.turns == []
-        assert chat.conversation_id is None and store.list() == []  # nothing left: no empty chat kept
+        # Esc cancels the edit: the chat as it was
+        await pilot.press("escape")
+        await pilot.pause()
+        assert [t.text for t in chat_turns(app)] == ["question", "first answer"] and inp.text == ""
+        await pilot.press("ctrl+g")
+        await pilot.pause()
         await pilot.press("end", *" again")
         app.chat_model = FakeChat(["third"])
         await pilot.press("enter")
         await wait_until(pilot, lambda: chat.reply is None and len(chat_turns(app)) == 2, 10, "the reply")
         assert [t.content for t in store.turns(chat.conversation_id)] == ["question again", "third"]
+        assert [t.version for t in chat_turns(app)] == [(2, 2), (1, 1)]
+        await pilot.press("alt+left")  # the first version of the message, with the reply shown last there
+        await pilot.pause()
+        assert [t.content for t in store.turns(chat.conversation_id)] == ["question", "first answer"]
+        assert [t.text for t in chat_turns(app)] == ["question", "first answer"]
 
 
 @pytest.mark.slow  # over 40 s on 2 cores: CI runs it with -m slow

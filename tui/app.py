@@ -174,13 +174,19 @@ class MiniGPTApp(ActiveModel, TrainingControl, App[int]):
         if isinstance(self.screen, SamplingScreen):
             return
 
-        def done(sampling) -> None:
-            if sampling is not None:
+        chat = self.views.get("chat")
+
+        def done(chosen) -> None:
+            if chosen is None:
+                return
+            sampling, make_default = chosen
+            if make_default:
                 self.settings = replace(self.settings, sampling=sampling)
                 self._save_settings()
-                self.notify("Sampling settings saved")
+            chat.set_sampling(sampling)
+            self.notify("Sampling saved for this chat" + (" and as the default for new chats" if make_default else ""))
 
-        self.push_screen(SamplingScreen(self.settings.sampling), done)
+        self.push_screen(SamplingScreen(chat.sampling, self.settings.sampling), done)
 
     def action_conversations(self) -> None:
         from tui.screens.saved_chats import ConversationsScreen
@@ -188,19 +194,20 @@ class MiniGPTApp(ActiveModel, TrainingControl, App[int]):
         if isinstance(self.screen, ConversationsScreen):
             return
 
-        def done(conversation_id) -> None:
-            if conversation_id is not None:
-                self.open_conversation(conversation_id)
+        def done(chosen) -> None:
+            if chosen is not None:
+                self.open_conversation(*chosen)
 
         self.push_screen(ConversationsScreen(self.conversations, self.open_conversation_id), done)
 
-    def _tell_chat(self, action: str, conversation_id: int | None = None) -> None:
+    def _tell_chat(self, action: str, conversation_id: int | None = None, message_id: int | None = None) -> None:
         """Switch to the chat, then ask it (once the switch is done)."""
         self.switch_mode("chat")
-        self.call_after_refresh(lambda: self.chat_commands.publish(ChatCommand(action, conversation_id)))
+        self.call_after_refresh(lambda: self.chat_commands.publish(ChatCommand(action, conversation_id, message_id)))
 
-    def open_conversation(self, conversation_id: int) -> None:
-        self._tell_chat("open", conversation_id)
+    def open_conversation(self, conversation_id: int, message_id: int | None = None) -> None:
+        """Open a saved chat; at ``message_id``'s branch when given (a search hit)."""
+        self._tell_chat("open", conversation_id, message_id)
 
     def use_checkpoint(self, name: str) -> None:
         self.activate_checkpoint(name)

@@ -93,5 +93,6 @@ class ChatCommand:
     ``Signal`` the chat subscribes to): the palette, the saved-chats screen and Ctrl+Q speak to
     the chat this way instead of calling into it."""
 
-    action: str  # new_chat | open | conversation_deleted | stop | a chat action (copy_reply, regenerate, edit_last, inspect, system_prompt)
+    action: str  # new_chat | open | conversation_deleted | stop | a chat action (copy_reply, regenerate, edit_last, inspect, system_prompt, ...)
     conversation_id: int | None = None
+    message_id: int | None = None  # open: the message whose branch to show (a search hit)

@@ -12,11 +12,25 @@ from textual.screen import Screen
 from textual.widgets import Button, Static
 
 from tui.widgets.turns import ChatInput, NoteView, TurnView
-from tui.store.conversations import Turn
+from engine.errors import UsageError
+from engine.store.settings import Sampling
+
+from tui.store.conversations import LEAF, Turn
 from tui.widgets.footer import AppFooter, key_name
 from tui.messages import ReplyDone, ReplyProgress, ReplyStarted
 from tui.reply_stream import stream_reply
 from tui.safe import literal, one_line
+
+# How the status line names a chat's own sampling values (those that differ from the defaults).
+SAMPLING_LABELS = [("temperature", "temp"), ("top_k", "top-k"), ("top_p", "top-p"), ("repetition_penalty", "rep"),
+                   ("max_new_tokens", "max"), ("seed", "seed")]
+
+
+def _as_dict(sampling: Sampling | None) -> dict | None:
+    from dataclasses import asdict
+
+    return None if sampling is None else asdict(sampling)
+
 
 # How often a streaming reply is redrawn, at most (seconds): ~20 updates a second read as
 # smooth, and the decode keeps the interpreter the rest of the time (bench/app_latency.py).
@@ -44,6 +58,13 @@ class ChatScreen(Screen):
         Binding("ctrl+o", "copy_reply", "Copy reply", id="chat.copy"),
         Binding("ctrl+r", "regenerate", "Regenerate", id="chat.regenerate"),
         Binding("ctrl+g", "edit_last", "Edit last", id="chat.edit"),
+        Binding("ctrl+f", "correct_reply", "Correct reply", id="chat.correct", show=False),
+        # Versions of a turn (an edit or a regenerated reply keeps the earlier one): shown only
+        # when the chat has some.  Alt: the input keeps its arrows and Ctrl+arrows.
+        Binding("alt+left", "version(-1)", "\u25c2 Version", id="chat.prev_version"),
+        Binding("alt+right", "version(1)", "Version \u25b8", id="chat.next_version"),
+        Binding("alt+up", "select_turn(-1)", "Earlier turn's versions", id="chat.prev_branch", show=False),
+        Binding("alt+down", "select_turn(1)", "Later turn's versions", id="chat.next_branch", show=False),
         # (Ctrl+Y is the input's redo; Ctrl+S is free in the chat and the input)
         Binding("ctrl+s", "system_prompt", "System prompt", id="chat.system"),
         Binding("f8", "inspect", "Inspect tokens", id="chat.inspect"),
@@ -59,11 +80,15 @@ class ChatScreen(Screen):
         self.reply_model: str | None = None
         self.reply_conversation: int | None = None  # where the streaming reply belongs
         self.reply_user_turn: Turn | None = None  # the turn the streaming reply answers
+        self.reply_fresh = False  # that turn was just sent (a failed reply takes it back)
         self.context: tuple[int, int, int, int] | None = None  # prompt tokens, window, tokens cut, turns left out
         self.system_prompt: str | None = None  # the open chat's, sent before its turns
+        self.chat_sampling: Sampling | None = None  # the open chat's own (None: it follows the defaults, F4)
+        self.editing: Turn | None = None  # the turn in the input to be sent as its new version (Ctrl+G, Ctrl+F)
+        self.selected: int | None = None  # the turn (index in self.turns) the version keys switch
         # Replies still streaming for a conversation that left the view (new chat, another
-        # chat opened, deleted): reply id -> (conversation id or None to drop, checkpoint).
-        self.detached: dict[int, tuple[int | None, str | None]] = {}
+        # chat opened, deleted): reply id -> (conversation id or None to drop, checkpoint, the turn it answers).
+        self.detached: dict[int, tuple] = {}
         self.last_stats: str = ""
 
     # --- layout ---
@@ -92,7 +117,7 @@ class ChatScreen(Screen):
         if command.action == "new_chat":
             self.action_new_chat()
         elif command.action == "open":
-            self.load_conversation(command.conversation_id)
+            self.load_conversation(command.conversation_id, command.message_id)
         elif command.action == "conversation_deleted":
             if command.conversation_id == self.conversation_id:
                 self.action_new_chat()
@@ -113,6 +138,19 @@ class ChatScreen(Screen):
     @property
     def generating(self) -> bool:
         return self.reply is not None
+
+    @property
+    def sampling(self) -> Sampling:
+        """The open chat's sampling settings: its own, or the defaults (F4)."""
+        return self.chat_sampling or self.app.settings.sampling
+
+    def set_sampling(self, sampling: Sampling) -> None:
+        """The open chat's sampling (F4), stored with it; a chat whose values are the defaults
+        follows the defaults (a new chat takes them when it starts)."""
+        self.chat_sampling = None if sampling == self.app.settings.sampling else sampling
+        if self.conversation_id is not None:
+            self.app.conversations.set_sampling(self.conversation_id, _as_dict(self.chat_sampling))
+        self.update_status()
 
     # --- status ---
     def _model_changed(self, old: str, status: str) -> None:
@@ -179,6 +217,12 @@ class ChatScreen(Screen):
         if app.run_state.running:
             text.append(" \u2502 training ", style="dim")
             text.append(one_line(app.run_state.name or "", 24), style="dim")
+        if self.chat_sampling is not None:  # this chat's own values, where they differ from the defaults
+            own, defaults = self.chat_sampling, app.settings.sampling
+            changed = [f"{label} {getattr(own, key)}" for key, label in SAMPLING_LABELS if getattr(own, key) != getattr(defaults, key)]
+            if changed:
+                text.append(" \u2502 ", style="dim")
+                text.append(" \u00b7 ".join(changed), style="cyan")
         if self.context is not None:
             used, window, cut, dropped = self.context
             text.append(" \u2502 ctx ", style="dim")
@@ -207,6 +251,10 @@ class ChatScreen(Screen):
     def view(self) -> VerticalScroll:
         return self.query_one("#conversation", VerticalScroll)
 
+    def turn_views(self) -> list[TurnView]:
+        """The turns in the view, in order (not those being removed: a removal ends later)."""
+        return [view for view in self.view.query(TurnView) if view.display]
+
     def _add(self, widget) -> None:
         self._show_welcome(False)
         self.view.mount(widget)
@@ -222,12 +270,14 @@ class ChatScreen(Screen):
             return
         if self.stop_event is not None:
             self.stop_event.set()
-        self.detached[self.reply_id] = (self.reply_conversation, self.reply_model)
+        parent = self.reply_user_turn.id if self.reply_user_turn is not None else LEAF
+        self.detached[self.reply_id] = (self.reply_conversation, self.reply_model, parent)
         self.reply, self.stop_event, self.reply_user_turn = None, None, None
         self.refresh_bindings()
 
     def clear_view(self) -> None:
         self.detach_reply()
+        self.editing, self.selected = None, None
         for w in list(self.view.query("TurnView, NoteView")):
             w.remove()
         self.turns = []
@@ -235,8 +285,14 @@ class ChatScreen(Screen):
         self.context = None
         self._show_model_state()
 
-    def load_conversation(self, conversation_id: int) -> None:
+    def load_conversation(self, conversation_id: int, message_id: int | None = None) -> None:
+        """Open a saved chat (at ``message_id``'s branch when given: a search hit)."""
         store = self.app.conversations
+        if message_id is not None:
+            try:
+                store.show(conversation_id, message_id)
+            except KeyError:  # deleted since the search
+                message_id = None
         conv = store.get(conversation_id)
         if conv is None:
             return
@@ -244,17 +300,74 @@ class ChatScreen(Screen):
         self.conversation_id = conversation_id
         self.system_prompt = conv.system_prompt
         self.show_system_prompt()
-        self.turns = store.turns(conversation_id)
-        self._show_welcome(False)
-        self.view.mount_all(
-            [
-                TurnView(t.role, t.content, who=None if t.role == "user" else (t.checkpoint or "Model"), stopped=t.stopped)
-                for t in self.turns
-            ]
-        )
+        self.chat_sampling = None
+        if conv.sampling is not None:
+            try:
+                self.set_sampling(Sampling.from_dict(conv.sampling))
+            except (ValueError, TypeError, UsageError) as exc:
+                self.app.notify(one_line(f"This chat's sampling settings were unreadable ({exc}): it uses the defaults", 200), severity="warning")
+        self.show_path()
+        hit = next((i for i, t in enumerate(self.turns) if t.id == message_id), None)
+        if hit is not None and self.turns[hit].versions > 1:  # the branch the search found
+            self.selected = hit
+            self._mark_versions()
         self.view.anchor()
         self.app.notify(f"Opened {one_line(conv.title, 40)!r}")
         self._restore_checkpoint(conv.checkpoint)
+
+    # --- versions (branches) ---
+    def _turn_view(self, turn: Turn) -> TurnView:
+        who = None if turn.role == "user" else "Model" if turn.edited else (turn.checkpoint or "Model")
+        return TurnView(turn.role, turn.content, who=who, stopped=turn.stopped, version=(turn.version, turn.versions), edited=turn.edited)
+
+    def show_path(self) -> None:
+        """Show the open chat's stored path (the chosen version of each turn)."""
+        for w in list(self.view.query("TurnView, NoteView")):
+            w.remove()
+        self.turns = self.app.conversations.turns(self.conversation_id) if self.conversation_id is not None else []
+        self._show_welcome(False)
+        self.view.mount_all([self._turn_view(t) for t in self.turns])
+        self._mark_versions()
+
+    def _branched(self) -> list[int]:
+        """The turns (indices) that have versions."""
+        return [i for i, t in enumerate(self.turns) if t.versions > 1]
+
+    def _mark_versions(self) -> None:
+        """Each turn's "2/3" marker; the version keys switch the selected turn's (by default the
+        last turn that has versions)."""
+        branched = self._branched()
+        if self.selected not in branched:
+            self.selected = branched[-1] if branched else None
+        for i, (turn, view) in enumerate(zip(self.turns, self.turn_views())):
+            view.set_version((turn.version, turn.versions), i == self.selected)
+        self.refresh_bindings()
+
+    def action_version(self, step: int) -> None:
+        """Show the previous / next version of the selected turn (and below it, that version's
+        newest replies)."""
+        if self.selected is None or self.generating or self.editing is not None:
+            return
+        turn = self.turns[self.selected]
+        versions = self.app.conversations.versions(turn.id)
+        at = versions.index(turn.id) + step if turn.id in versions else -1
+        if not 0 <= at < len(versions):
+            self.app.bell()
+            return
+        self.app.conversations.show(self.conversation_id, versions[at])
+        self.show_path()
+
+    def action_select_turn(self, step: int) -> None:
+        """The version keys move to an earlier / later turn that has versions."""
+        branched = self._branched()
+        if self.selected is None or not branched:
+            return
+        at = branched.index(self.selected) + step
+        if not 0 <= at < len(branched):
+            self.app.bell()
+            return
+        self.selected = branched[at]
+        self._mark_versions()
 
     def _restore_checkpoint(self, name: str | None) -> None:
         """A saved chat goes on with the checkpoint it was held with, when that still exists."""
@@ -278,6 +391,7 @@ class ChatScreen(Screen):
     # --- actions ---
     def action_new_chat(self) -> None:
         self.conversation_id = None
+        self.chat_sampling = None  # a new chat takes the defaults
         self.system_prompt = None  # a new chat starts without one
         self.show_system_prompt()
         self.clear_view()
@@ -286,12 +400,22 @@ class ChatScreen(Screen):
 
     def check_action(self, action: str, parameters) -> bool | None:
         if action == "stop":
-            return self.generating
+            return self.generating or self.editing is not None
+        if action in ("version", "select_turn"):
+            if self.selected is None:
+                return False  # (not in the footer: this chat has no versions)
+            return None if self.generating or self.editing is not None else True
         return True
 
     def action_stop(self) -> None:
+        """Esc: stop the streaming reply, or leave the edit in the input (the chat as it was)."""
         if self.stop_event is not None:
             self.stop_event.set()
+        elif self.editing is not None:
+            self.editing = None
+            self.query_one(ChatInput).clear()
+            self.show_path()
+            self.refresh_bindings()
 
     def action_train_default(self) -> None:
         self.app.train_default()
@@ -332,6 +456,9 @@ class ChatScreen(Screen):
             if app.chat_model is None and app.model_status == "none" and not self.turns:
                 app.train_default()
             return
+        if self.editing is not None and self.editing.role == "assistant":
+            self._save_correction(text)
+            return
         if not self._can_reply():
             return
         inp = self.query_one(ChatInput)
@@ -339,12 +466,31 @@ class ChatScreen(Screen):
         inp.clear()
         store = app.conversations
         if self.conversation_id is None:
-            self.conversation_id = store.create(one_line(text, 60), app.active_name, self.system_prompt)
+            self.conversation_id = store.create(one_line(text, 60), app.active_name, self.system_prompt, _as_dict(self.chat_sampling))
         user = Turn("user", text)
-        user.id = store.add(self.conversation_id, user)
+        store.add(self.conversation_id, user, parent=self.turns[-1].id if self.turns else None)  # (an edit: a new version)
+        self.editing = None
+        user.version = user.versions = len(store.versions(user.id))
         self.turns.append(user)
-        self._add(TurnView("user", text))
-        self._start_reply(user)
+        self._add(self._turn_view(user))
+        if user.versions > 1:  # the version keys switch the turn just given a new version
+            self.selected = len(self.turns) - 1
+        self._mark_versions()
+        self._start_reply(user, fresh=True)
+
+    def _save_correction(self, text: str) -> None:
+        """The user's text becomes the reply's new version, marked as written by the user (a
+        correction: "my saved chats" trains on it)."""
+        reply, self.editing = self.editing, None
+        store = self.app.conversations
+        turn = Turn("assistant", text, edited=True)
+        store.add(self.conversation_id, turn, parent=reply.parent_id)
+        self.query_one(ChatInput).clear()
+        self.show_path()
+        self.selected = len(self.turns) - 1
+        self._mark_versions()
+        self.app.notify("Saved your reply as a new version (the model's is kept); train on your chats from F2: \"my saved chats\"", timeout=5)
+        self.focus_input()
 
     def _can_reply(self) -> bool:
         """A reply can start now; else say why (nothing typed is cleared)."""
@@ -362,11 +508,13 @@ class ChatScreen(Screen):
             return False
         return True
 
-    def _start_reply(self, prompt_turn: Turn) -> None:
-        """Stream the model's answer to the conversation so far (its last turn is ``prompt_turn``)."""
+    def _start_reply(self, prompt_turn: Turn, fresh: bool = False) -> None:
+        """Stream the model's answer to the conversation so far (its last turn is ``prompt_turn``;
+        ``fresh``: just sent, so a failed reply takes it back)."""
         app = self.app
         chat = app.chat_model
         self.reply_user_turn = prompt_turn
+        self.reply_fresh = fresh
         self.reply_conversation = self.conversation_id
         self.reply_id += 1
         self.reply_model = app.active_name
@@ -378,7 +526,7 @@ class ChatScreen(Screen):
         self.stop_event = threading.Event()
         system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         messages = system + [{"role": t.role, "content": t.content} for t in self.turns]
-        reply_id, stop, sampling = self.reply_id, self.stop_event, app.settings.sampling
+        reply_id, stop, sampling = self.reply_id, self.stop_event, self.sampling
         self.refresh_bindings()
         # the most recent whole turns that leave room for the reply (a system prompt stays)
         prompt = lambda: chat.fit_chat(messages, sampling.max_new_tokens)  # noqa: E731
@@ -405,7 +553,7 @@ class ChatScreen(Screen):
 
     def action_inspect(self) -> None:
         """The token inspector over the last reply of this session."""
-        replies = [v for v in self.view.query(TurnView) if v.role == "assistant" and not v.streaming]
+        replies = [v for v in self.turn_views() if v.role == "assistant" and not v.streaming]
         reply = replies[-1] if replies else None
         if reply is None or not reply.choices or reply.tokenizer is None:
             self.app.notify("No reply to inspect: token details are kept for replies made in this session", severity="warning")
@@ -415,42 +563,58 @@ class ChatScreen(Screen):
         tokenizer = reply.tokenizer
         self.app.push_screen(InspectorScreen(reply.choices, lambda i: tokenizer.decode([i]), f"Token inspector \u00b7 {reply.who}"))
 
-    def _drop_last_turns(self, n: int) -> None:
-        """Remove the last ``n`` turns from the view and the stored conversation."""
-        store = self.app.conversations
-        views = list(self.view.query(TurnView))
+    def _drop_from_view(self, n: int) -> None:
+        """Take the last ``n`` turns out of the view (the stored chat keeps them: a regenerated
+        reply or an edited message becomes their new version)."""
+        views = self.turn_views()
         for _ in range(n):
-            turn = self.turns.pop()
-            if turn.id is not None:
-                store.remove_turn(turn.id)
+            self.turns.pop()
             if views:
                 views.pop().remove()
+        for note in list(self.view.query(NoteView)):
+            note.remove()
 
     def action_regenerate(self) -> None:
+        """A new version of the last reply (the earlier one is kept)."""
         if self._last_reply() is None or len(self.turns) < 2:
             self.app.notify("No reply to regenerate yet", severity="warning")
             return
-        if not self._can_reply():
+        if self.editing is not None or not self._can_reply():
             return
-        self._drop_last_turns(1)
+        self._drop_from_view(1)
         self._start_reply(self.turns[-1])
 
     def action_edit_last(self) -> None:
-        """Take the last message back into the input (with its reply, if any) to edit and resend."""
-        if self.generating:
-            self.app.notify("A reply is still streaming: press Esc to stop it first", severity="warning")
-            return
+        """Take the last message back into the input (its reply leaves the view): sent, it
+        becomes the message's new version, with a new reply; the earlier version is kept."""
         last_user = max((i for i, t in enumerate(self.turns) if t.role == "user"), default=None)
-        if last_user is None:
-            self.app.notify("No message to edit yet", severity="warning")
+        self._edit(last_user, "No message to edit yet")
+
+    def action_correct_reply(self) -> None:
+        """Take the last reply into the input: what Enter sends is saved as the reply's new
+        version, marked as written by you (a correction to train on), and no reply is made."""
+        self._edit(len(self.turns) - 1 if self._last_reply() is not None else None, "No reply to correct yet")
+
+    def _edit(self, index: int | None, none_message: str) -> None:
+        if self.generating:
+            self.app.notify(f"A reply is still streaming: press {key_name(self, 'stop', 'Esc')} to stop it first", severity="warning")
             return
-        text = self.turns[last_user].content
-        self._drop_last_turns(len(self.turns) - last_user)
-        self._forget_if_empty()
+        if self.editing is not None:
+            self.action_stop()  # (another edit was under way: the chat as it was first)
+        if index is None or self.turns[index].id is None:
+            self.app.notify(none_message, severity="warning")
+            return
+        turn = self.turns[index]
+        self._drop_from_view(len(self.turns) - index)
+        self.editing = turn
+        cancel = key_name(self, "stop", "esc")
+        what = "the reply, as you would have it" if turn.role == "assistant" else "your message"
+        self._add(NoteView(f"editing {what}: Enter saves it as a new version (the earlier one is kept); {cancel} cancels"))
         inp = self.query_one(ChatInput)
-        inp.load_text(text)
+        inp.load_text(turn.content)
         inp.move_cursor(inp.document.end)
         inp.focus()
+        self.refresh_bindings()
 
     def _forget_if_empty(self) -> None:
         """A conversation whose every turn was taken back is not kept as an empty chat."""
@@ -492,7 +656,10 @@ class ChatScreen(Screen):
         self.reply, self.stop_event, self.reply_user_turn = None, None, None
         if isinstance(event, GenerationFailed):
             reply.finish(error=event.error)
-            self._unsend(user_turn)
+            if self.reply_fresh:
+                self._unsend(user_turn)
+            else:  # a regenerated reply failed: the chat as it was
+                self.show_path()
             self.app.notify(one_line(f"Reply failed: {event.error}", 200), severity="error")
         else:
             stopped = event.stop_reason == "cancelled"
@@ -501,7 +668,12 @@ class ChatScreen(Screen):
             turn = Turn("assistant", event.text, stopped=stopped, checkpoint=self.reply_model)
             self.turns.append(turn)
             if self.conversation_id is not None:
-                turn.id = self.app.conversations.add(self.conversation_id, turn)
+                store = self.app.conversations
+                store.add(self.conversation_id, turn, parent=user_turn.id if user_turn is not None else LEAF)
+                turn.version = turn.versions = len(store.versions(turn.id))
+                if turn.versions > 1:
+                    self.selected = len(self.turns) - 1
+                self._mark_versions()
             # How it ended comes first: on a narrow terminal the line's end (the timings) is what
             # is cut, never "stopped" or "token limit".
             parts = []
@@ -521,12 +693,12 @@ class ChatScreen(Screen):
     def _save_detached(self, reply_id: int, event) -> None:
         from engine.events import GenerationFailed
 
-        conversation_id, model = self.detached.pop(reply_id)
+        conversation_id, model, parent = self.detached.pop(reply_id)
         store = self.app.conversations
         if conversation_id is None or isinstance(event, GenerationFailed) or store.get(conversation_id) is None:
             return
         stopped = event.stop_reason == "cancelled"
-        store.add(conversation_id, Turn("assistant", event.text, stopped=stopped, checkpoint=model))
+        store.add(conversation_id, Turn("assistant", event.text, stopped=stopped, checkpoint=model), parent=parent)
 
     def _unsend(self, user_turn: Turn | None) -> None:
         """A reply failed: its prompt leaves the stored conversation (no two user turns in a row)

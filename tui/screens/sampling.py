@@ -1,4 +1,5 @@
-"""Sampling settings (a modal): temperature, top-k, top-p, max new tokens, repetition penalty, seed."""
+"""Sampling settings (a modal) of the open chat: temperature, top-k, top-p, max new tokens,
+repetition penalty, seed; "Make default" also makes them the defaults for new chats."""
 
 from __future__ import annotations
 
@@ -40,18 +41,22 @@ def parse_sampling(values: dict[str, str]) -> Sampling:
     return Sampling(**parsed).validated()
 
 
-class SamplingScreen(ModalScreen[Sampling | None]):
-    """Edit the sampling values; dismisses with the new Sampling (the app saves it) or None."""
+class SamplingScreen(ModalScreen[tuple[Sampling, bool] | None]):
+    """Edit the open chat's sampling values; dismisses with (the new Sampling, whether it is
+    also the default for new chats) or None.  The app stores them."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel", id="sampling.cancel")]
 
-    def __init__(self, sampling: Sampling):
+    def __init__(self, sampling: Sampling, defaults: Sampling | None = None):
         super().__init__(classes="dialog-screen")
         self.sampling = sampling
+        self.defaults = defaults or sampling
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="sampling-dialog"):
-            yield Label("Sampling", classes="dialog-title")
+            yield Label("Sampling for this chat", classes="dialog-title")
+            own = "this chat has its own values" if self.sampling != self.defaults else "this chat uses the defaults"
+            yield Static(f"{own} \u00b7 Save: this chat only \u00b7 Make default: new chats too", id="sampling-scope", classes="hint")
             with Grid(id="sampling-grid"):
                 for key, label, hint, _kind in FIELDS:
                     value = getattr(self.sampling, key)
@@ -60,6 +65,7 @@ class SamplingScreen(ModalScreen[Sampling | None]):
             yield Static("", id="sampling-error", classes="form-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save", variant="primary", id="save")
+                yield Button("Make default", id="make-default")
                 yield Button("Defaults", id="defaults")
                 yield Button("Cancel", id="cancel")
 
@@ -69,7 +75,7 @@ class SamplingScreen(ModalScreen[Sampling | None]):
     def _values(self) -> dict[str, str]:
         return {key: self.query_one(f"#s-{key}", Input).value for key, *_ in FIELDS}
 
-    def _save(self) -> None:
+    def _save(self, make_default: bool = False) -> None:
         for inp in self.query(Input):
             inp.remove_class("-invalid")
         try:
@@ -79,7 +85,7 @@ class SamplingScreen(ModalScreen[Sampling | None]):
             if exc.field in {key for key, *_ in FIELDS}:
                 self.query_one(f"#s-{exc.field}", Input).add_class("-invalid")
             return
-        self.dismiss(sampling)
+        self.dismiss((sampling, make_default))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -87,11 +93,11 @@ class SamplingScreen(ModalScreen[Sampling | None]):
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
-        if event.button.id == "save":
-            self._save()
-        elif event.button.id == "defaults":
+        if event.button.id in ("save", "make-default"):
+            self._save(make_default=event.button.id == "make-default")
+        elif event.button.id == "defaults":  # the defaults for new chats
             for key, *_ in FIELDS:
-                value = getattr(Sampling(), key)
+                value = getattr(self.defaults, key)
                 self.query_one(f"#s-{key}", Input).value = "" if value is None else str(value)
         else:
             self.dismiss(None)

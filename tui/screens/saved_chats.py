@@ -17,8 +17,9 @@ from tui.messages import ConversationDeleted
 from tui.safe import one_line
 
 
-class ConversationsScreen(ModalScreen[int | None]):
-    """Dismisses with the id of the conversation to open, or None."""
+class ConversationsScreen(ModalScreen[tuple[int, int | None] | None]):
+    """Dismisses with (the conversation to open, the message whose branch to show: a search
+    hit's, or None), or None."""
 
     BINDINGS = [
         Binding("escape", "dismiss(None)", "Close", id="conv.close"),
@@ -32,6 +33,7 @@ class ConversationsScreen(ModalScreen[int | None]):
         super().__init__(classes="dialog-screen")
         self.store, self.current = store, current
         self.loaded: str | None = None  # the search text of the rows shown (None: not read yet)
+        self.hits: dict[int, int | None] = {}  # conversation id -> the message a search found
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide", id="conversations-dialog"):
@@ -64,6 +66,7 @@ class ConversationsScreen(ModalScreen[int | None]):
             return  # typed on since: a newer search is on its way
         table = self.query_one(DataTable)
         table.clear()
+        self.hits = {c.id: c.hit for c in convs}
         for c in convs:
             cells = (one_line(c.title, 40), one_line(c.checkpoint or "-", 24), str(c.messages), c.updated[:16].replace("T", " "), one_line(c.snippet, 60))
             table.add_row(*(Text(cell) for cell in cells), key=str(c.id))  # Text: never markup
@@ -91,7 +94,8 @@ class ConversationsScreen(ModalScreen[int | None]):
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
-        self.dismiss(int(event.row_key.value))
+        cid = int(event.row_key.value)
+        self.dismiss((cid, self.hits.get(cid)))
 
     def action_rename(self) -> None:
         cid = self._selected()

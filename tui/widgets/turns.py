@@ -75,8 +75,12 @@ class ChatInput(TextArea):
 class TurnView(Static):
     """One turn.  Text is shown literally (see tui.safe)."""
 
-    def __init__(self, role: str, text: str = "", who: str | None = None, stopped: bool = False, stop_key: str = "esc", **kwargs):
+    def __init__(self, role: str, text: str = "", who: str | None = None, stopped: bool = False, stop_key: str = "esc",
+                 version: tuple[int, int] = (1, 1), edited: bool = False, **kwargs):
         super().__init__(classes=f"turn {role}", **kwargs)
+        self.version = version  # (which, of how many): "2/3" is shown when a turn has versions
+        self.selected = False  # the turn whose versions the version keys switch
+        self.edited = edited  # a reply the user wrote
         self.stop_key = stop_key  # named while the reply streams
         self.role = role
         self.who = who or ("You" if role == "user" else "Model")
@@ -90,11 +94,29 @@ class TurnView(Static):
     def on_mount(self) -> None:
         self.update(self._render_text())
 
-    def _render_text(self) -> Text:
+    def header_text(self) -> Text:
+        """Who, the version marker ("2/3"; "\u25c2 2/3 \u25b8" on the turn the version keys switch),
+        a correction's mark, and while streaming the key that stops it."""
         out = Text()
         out.append(self.who, style="bold")
+        if self.edited:
+            out.append("  written by you", style="italic")
+        which, of = self.version
+        if of > 1:
+            marker = f"\u25c2 {which}/{of} \u25b8" if self.selected else f"{which}/{of}"
+            out.append(f"  {marker}", style="bold reverse" if self.selected else "dim")
         if self.streaming:
             out.append(f"  \u2026 {self.stop_key} stops", style="dim")
+        return out
+
+    def set_version(self, version: tuple[int, int], selected: bool) -> None:
+        if (version, selected) != (self.version, self.selected):
+            self.version, self.selected = version, selected
+            self.set_class(selected, "-selected")
+            self.update(self._render_text())
+
+    def _render_text(self) -> Text:
+        out = self.header_text()
         out.append("\n")
         if self.text:
             out.append_text(literal(self.text))
