@@ -82,6 +82,35 @@ def test_snapshot_chat_conversation(fresh_dirs, snap_compare):
     assert snap_compare(MiniGPTApp(autoload=False), terminal_size=SIZE, run_before=run_before)
 
 
+def test_snapshot_chat_versions(fresh_dirs, snap_compare):
+    """The version markers: an edited first message (2/2) and a reply regenerated twice (3/3,
+    the turn the version keys switch)."""
+
+    async def run_before(pilot):
+        app = pilot.app
+        await wait_until(pilot, lambda: app.model_status == "none", 30, "start-up")
+        app.active_name, app.model_status = "wiki-seed", "ready"
+        chat = app.views["chat"]
+        inp = chat.query_one("#chat-input")
+        for keys, answer in [("Tell me a story", "Once upon a time."), ("ctrl+g", "There was a lion."),
+                             ("ctrl+r", "A lion lived in Kenya."), ("ctrl+r", "Lions live in prides.")]:
+            app.chat_model = FakeChat([answer])
+            if keys.startswith("ctrl+"):
+                await pilot.press(keys)
+                await pilot.pause()
+                if keys == "ctrl+g":
+                    inp.load_text("Tell me a short story")
+                    await pilot.press("enter")
+            else:
+                inp.load_text(keys)
+                await wait_until(pilot, lambda: app.focused is inp, 5, "focus on the input")
+                await pilot.press("enter")
+            await wait_until(pilot, lambda: chat.reply is None and chat.turns and chat.turns[-1].content == answer, 10, "reply")
+        await _settle(pilot)
+
+    assert snap_compare(MiniGPTApp(autoload=False), terminal_size=SIZE, run_before=run_before)
+
+
 def test_snapshot_training_form(fresh_dirs, snap_compare):
     async def run_before(pilot):
         await wait_until(pilot, lambda: pilot.app.model_status == "none", 30, "start-up")

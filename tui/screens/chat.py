@@ -47,11 +47,20 @@ WELCOME_NONE = (
 )
 
 
+VERSIONS = Binding.Group("Versions")  # the footer shows the two version keys as one entry
+
+
 class ChatScreen(Screen):
     BINDINGS = [
         # Not in the footer: the streaming reply says "esc stops" (a key that came and went in
         # the footer rebuilt it twice per reply, ~100 ms of the UI thread on a 2-core machine).
         Binding("escape", "stop", "Stop reply", id="chat.stop", show=False),
+        # Versions of a turn (an edit or a regenerated reply keeps the earlier one): in the
+        # footer first, only while the chat has some.  Alt: the input keeps its arrows and Ctrl+arrows.
+        Binding("alt+left", "version(-1)", "Previous version", id="chat.prev_version", group=VERSIONS),
+        Binding("alt+right", "version(1)", "Next version", id="chat.next_version", group=VERSIONS),
+        Binding("alt+up", "select_turn(-1)", "Earlier turn's versions", id="chat.prev_branch", show=False),
+        Binding("alt+down", "select_turn(1)", "Later turn's versions", id="chat.next_branch", show=False),
         Binding("ctrl+n", "new_chat", "New chat", id="chat.new"),
         Binding("ctrl+t", "train_default", "Train default", id="chat.train_default", show=False),
         # (the input's TextArea keeps its own keys: Ctrl+E end of line, Ctrl+Y redo, ...)
@@ -59,12 +68,6 @@ class ChatScreen(Screen):
         Binding("ctrl+r", "regenerate", "Regenerate", id="chat.regenerate"),
         Binding("ctrl+g", "edit_last", "Edit last", id="chat.edit"),
         Binding("ctrl+f", "correct_reply", "Correct reply", id="chat.correct", show=False),
-        # Versions of a turn (an edit or a regenerated reply keeps the earlier one): shown only
-        # when the chat has some.  Alt: the input keeps its arrows and Ctrl+arrows.
-        Binding("alt+left", "version(-1)", "\u25c2 Version", id="chat.prev_version"),
-        Binding("alt+right", "version(1)", "Version \u25b8", id="chat.next_version"),
-        Binding("alt+up", "select_turn(-1)", "Earlier turn's versions", id="chat.prev_branch", show=False),
-        Binding("alt+down", "select_turn(1)", "Later turn's versions", id="chat.next_branch", show=False),
         # (Ctrl+Y is the input's redo; Ctrl+S is free in the chat and the input)
         Binding("ctrl+s", "system_prompt", "System prompt", id="chat.system"),
         Binding("f8", "inspect", "Inspect tokens", id="chat.inspect"),

@@ -34,10 +34,7 @@ class AppFooter(Footer):
         self._shown = self._what_it_shows()
         active = self.screen.active_bindings.values() if self._bindings_ready else ()
         owners = {binding.key: node for (node, binding, _, _) in active}
-        widgets = super().compose()
-        if not any(binding.group is not None for (_, binding, _, _) in active if binding.show):
-            # (grouped keys are composed inside their group: those keep Textual's order)
-            widgets = sorted(widgets, key=lambda widget: self._rank(widget, owners.get(getattr(widget, "key", None))))
+        widgets = sorted(super().compose(), key=lambda widget: self._rank(widget, owners.get(getattr(widget, "key", None))))
         for widget in widgets:
             if isinstance(widget, FooterKey) and not widget.has_class("-command-palette"):  # (as Textual: not bound)
                 widget.set_reactive(FooterKey.compact, self.compact)
@@ -48,7 +45,9 @@ class AppFooter(Footer):
         screen's, then the app's, so at 80 columns the chat showed no F1-F3 and the training
         screen neither F1 nor Help.  The screens' F keys first, then Help (it lists every key),
         then the screen's own keys, then the app's other keys; the palette's key stays last."""
-        if not isinstance(key, FooterKey) or key.has_class("-command-palette"):
+        if not isinstance(key, FooterKey):  # a group of keys (Binding.Group): only screens group theirs
+            return 2
+        if key.has_class("-command-palette"):
             return 4
         if owner is not self.app:
             return 2
