@@ -368,3 +368,100 @@ def test_a_new_user_trains_the_default_chat_model_and_gets_a_reply_that_ends(tmp
         assert _wait_exit(exit_file, tmux, 60) == "0"
     finally:
         tmux.kill_server()
+
+
+def test_versions_survive_a_restart_and_a_search_opens_its_branch_in_tmux(ckpt_home, tiny_checkpoint, tmp_path):
+    """Branches in a real 80x24 terminal: two regenerations and three edits (Ctrl+R, Ctrl+G) keep
+    every version ("2/2", "3/3" on screen); after Ctrl+Q and a new launch, Alt+Left/Right (sent by
+    the terminal as escape sequences) walk a turn's versions, and a search hit in a branch that is
+    not shown opens that branch."""
+    from engine.store.settings import Sampling, Settings, save_settings
+    from engine.store.paths import conversations_db
+
+    save_settings(Settings(active_checkpoint=tiny_checkpoint, sampling=Sampling(max_new_tokens=6)))
+    env = {k: os.environ[k] for k in APP_ENV}
+
+    def replies() -> int:
+        db = sqlite3.connect(conversations_db())
+        try:
+            return db.execute("SELECT COUNT(*) FROM messages WHERE role = 'assistant'").fetchone()[0]
+        except sqlite3.OperationalError:  # not made yet
+            return 0
+        finally:
+            db.close()
+
+    def reply_after(tmux: Tmux, *keys: str) -> str:
+        """Send keys; until the reply they ask for is stored and nothing streams on screen."""
+        count = replies()
+        for key in keys:
+            tmux.keys(*key) if isinstance(key, tuple) else tmux.keys(key)
+        deadline = time.monotonic() + 60
+        while replies() != count + 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if replies() != count + 1:
+            db = sqlite3.connect(conversations_db())
+            rows = db.execute("SELECT id, parent_id, role, content FROM messages").fetchall()
+            raise AssertionError(f"{count} -> {replies()} {rows}\n{tmux.screen()}")
+        return tmux.wait_until(lambda shown: "esc stops" not in shown and "thinking" not in shown, 10, "the reply on screen")
+
+    def edit(tmux: Tmux, old: str, text: str) -> str:
+        tmux.keys("C-g")
+        # the message is in the input box (the screen's last lines) before the input's own key
+        # deletes it (C-u: to the start of the line)
+        tmux.wait_until(lambda now: old in "".join(now.splitlines()[-4:]) and "Enter saves it as a new version" in now, 10, "the edit")
+        tmux.keys("C-u")
+        return reply_after(tmux, ("-l", text), "Enter")
+
+    def launch(tmux: Tmux, exit_file: Path) -> None:
+        tmux.run("new-session", "-d", "-s", "app", "-x", "80", "-y", "24", _launch_script(env, tmp_path, exit_file))
+        tmux.wait_for("fast decode (process)", 120)
+
+    tmux = Tmux(tmp_path)
+    try:
+        first_exit = tmp_path / "exit-1"
+        launch(tmux, first_exit)
+        reply_after(tmux, ("-l", "apples"), "Enter")
+        reply_after(tmux, "C-r")
+        shown = reply_after(tmux, "C-r")
+        assert "\u25c2 3/3 \u25b8" in shown  # the reply regenerated twice: its third version, the turn the keys switch
+        shown = edit(tmux, "apples", "bananas")  # the first message, edited: a second version, with its own reply
+        assert "bananas" in shown and "apples" not in shown and "\u25c2 2/2 \u25b8" in shown
+        reply_after(tmux, ("-l", "cherries"), "Enter")
+        edit(tmux, "cherries", "dates")
+        shown = edit(tmux, "dates", "figs")
+        assert "\u25c2 3/3 \u25b8" in shown and "bananas" in shown and "figs" in shown
+        tmux.keys("C-q")
+        assert _wait_exit(first_exit, tmux) == "0"
+        tmux.run("kill-session", "-t", "app")  # (the pane lingers 5 s after the app)
+
+        second_exit = tmp_path / "exit-2"
+        launch(tmux, second_exit)
+        tmux.keys("F5")
+        tmux.wait_for("Conversations", 10)
+        tmux.keys("Enter")
+        shown = tmux.wait_for("figs", 10)  # the path chosen last, after the restart
+        assert "bananas" in shown and "\u25c2 3/3 \u25b8" in shown
+        def after(key: str, *want: str, gone: tuple[str, ...] = ()) -> str:
+            tmux.keys(key)
+            return tmux.wait_until(lambda now: all(w in now for w in want) and not any(g in now for g in gone), 10, f"{want} after {key}")
+
+        after("M-Left", "\u25c2 2/3 \u25b8", "dates", gone=("figs",))
+        after("M-Left", "\u25c2 1/3 \u25b8", "cherries", gone=("figs", "dates"))
+        after("M-Up", "\u25c2 2/2 \u25b8", "bananas")  # the earlier turn with versions: the first message
+        after("M-Left", "\u25c2 1/2 \u25b8", "apples", "3/3", gone=("bananas",))  # apples, its reply shown last: version 3 of 3
+        after("M-Right", "\u25c2 2/2 \u25b8", "bananas", gone=("apples",))
+        # a search hit in a branch not shown: "dates" (the second version of the third message)
+        tmux.keys("F5")
+        tmux.wait_for("Conversations", 10)
+        tmux.keys("/")
+        tmux.keys("-l", "dates")
+        tmux.wait_for("\u00bbdates\u00ab", 10)
+        tmux.keys("Enter")
+        tmux.keys("Enter")
+        tmux.wait_until(
+            lambda now: "dates" in now and "bananas" in now and not any(w in now for w in ("Conversations", "figs", "cherries")), 10, "the branch of the hit"
+        )
+        tmux.keys("C-q")
+        assert _wait_exit(second_exit, tmux) == "0"
+    finally:
+        tmux.kill_server()

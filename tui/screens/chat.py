@@ -89,6 +89,7 @@ class ChatScreen(Screen):
         self.chat_sampling: Sampling | None = None  # the open chat's own (None: it follows the defaults, F4)
         self.editing: Turn | None = None  # the turn in the input to be sent as its new version (Ctrl+G, Ctrl+F)
         self.selected: int | None = None  # the turn (index in self.turns) the version keys switch
+        self.edit_note: NoteView | None = None  # says how an edit ends
         # Replies still streaming for a conversation that left the view (new chat, another
         # chat opened, deleted): reply id -> (conversation id or None to drop, checkpoint, the turn it answers).
         self.detached: dict[int, tuple] = {}
@@ -280,7 +281,8 @@ class ChatScreen(Screen):
 
     def clear_view(self) -> None:
         self.detach_reply()
-        self.editing, self.selected = None, None
+        self._end_edit()
+        self.selected = None
         for w in list(self.view.query("TurnView, NoteView")):
             w.remove()
         self.turns = []
@@ -415,7 +417,7 @@ class ChatScreen(Screen):
         if self.stop_event is not None:
             self.stop_event.set()
         elif self.editing is not None:
-            self.editing = None
+            self._end_edit()
             self.query_one(ChatInput).clear()
             self.show_path()
             self.refresh_bindings()
@@ -472,7 +474,7 @@ class ChatScreen(Screen):
             self.conversation_id = store.create(one_line(text, 60), app.active_name, self.system_prompt, _as_dict(self.chat_sampling))
         user = Turn("user", text)
         store.add(self.conversation_id, user, parent=self.turns[-1].id if self.turns else None)  # (an edit: a new version)
-        self.editing = None
+        self._end_edit()
         user.version = user.versions = len(store.versions(user.id))
         self.turns.append(user)
         self._add(self._turn_view(user))
@@ -484,7 +486,8 @@ class ChatScreen(Screen):
     def _save_correction(self, text: str) -> None:
         """The user's text becomes the reply's new version, marked as written by the user (a
         correction: "my saved chats" trains on it)."""
-        reply, self.editing = self.editing, None
+        reply = self.editing
+        self._end_edit()
         store = self.app.conversations
         turn = Turn("assistant", text, edited=True)
         store.add(self.conversation_id, turn, parent=reply.parent_id)
@@ -598,6 +601,12 @@ class ChatScreen(Screen):
         version, marked as written by you (a correction to train on), and no reply is made."""
         self._edit(len(self.turns) - 1 if self._last_reply() is not None else None, "No reply to correct yet")
 
+    def _end_edit(self) -> None:
+        self.editing = None
+        if self.edit_note is not None:
+            self.edit_note.remove()
+            self.edit_note = None
+
     def _edit(self, index: int | None, none_message: str) -> None:
         if self.generating:
             self.app.notify(f"A reply is still streaming: press {key_name(self, 'stop', 'Esc')} to stop it first", severity="warning")
@@ -612,7 +621,8 @@ class ChatScreen(Screen):
         self.editing = turn
         cancel = key_name(self, "stop", "esc")
         what = "the reply, as you would have it" if turn.role == "assistant" else "your message"
-        self._add(NoteView(f"editing {what}: Enter saves it as a new version (the earlier one is kept); {cancel} cancels"))
+        self.edit_note = NoteView(f"editing {what}: Enter saves it as a new version (the earlier one is kept); {cancel} cancels")
+        self._add(self.edit_note)
         inp = self.query_one(ChatInput)
         inp.load_text(turn.content)
         inp.move_cursor(inp.document.end)
