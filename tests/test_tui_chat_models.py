@@ -105,9 +105,9 @@ async def test_system_prompt_belongs_to_its_conversation(fresh_dirs):
         app.open_conversation(second)  # the other chat was never touched
         await wait_until(pilot, lambda: chat.conversation_id == second, 10, "the second chat")
         assert _system_line(app) == ""
-        from tui.screens.help import KEYS
+        from tui.screens.help import help_rows
 
-        assert any(key == "Ctrl+S" and "system prompt" in what for key, what in KEYS)  # F6 lists it
+        assert any(key == "Ctrl+S" and "system prompt" in what for key, what, _id in help_rows(app))  # F6 lists it
 
 
 async def test_a_database_from_before_system_prompts_opens_and_gains_them(fresh_dirs, tmp_path):

@@ -22,6 +22,7 @@ from textual.signal import Signal
 from engine.store.settings import Settings, load_settings, save_settings
 
 from tui.screens.chat import ChatScreen
+from tui.keymap import with_keys
 from tui.commands import ChatsProvider, CheckpointsProvider, ScreensProvider
 from tui.store.conversations import ConversationStore
 from tui.state.active_model import ActiveModel
@@ -145,17 +146,16 @@ class MiniGPTApp(ActiveModel, TrainingControl, App[int]):
             self.model_status = "none"
 
     def apply_user_keymap(self) -> None:
-        """keymap.json in the config dir (binding id -> keys), checked against the app's ids."""
+        """keymap.json in the config dir (binding id -> keys), checked against the ids of every
+        binding in the app (its screens, dialogs and widgets: ``tui.keymap.binding_owners``)."""
         from engine.store.paths import keymap_file
 
-        from tui.widgets.turns import ChatInput
-        from tui.screens.checkpoint_picker import CheckpointsScreen
-        from tui.screens.saved_chats import ConversationsScreen
-        from tui.keymap import binding_ids, load_keymap
-        from tui.screens.training import TrainingScreen
+        from tui.keymap import binding_ids, binding_owners, load_keymap
 
-        known = binding_ids(type(self), ChatScreen, ChatInput, TrainingScreen, CheckpointsScreen, ConversationsScreen)
-        keymap, problems = load_keymap(keymap_file(), known)
+        path = keymap_file()
+        if not path.exists():
+            return
+        keymap, problems = load_keymap(path, binding_ids(*binding_owners()))
         for problem in problems:
             self.notify(one_line(problem, 200), severity="warning", timeout=10)
         if keymap:
@@ -227,9 +227,12 @@ class MiniGPTApp(ActiveModel, TrainingControl, App[int]):
         self.train_default()
 
     def action_help(self) -> None:
+        """Open the help, or close it: its key (a priority binding) reaches the help screen too."""
         from tui.screens.help import HelpScreen
 
-        if not isinstance(self.screen, HelpScreen):
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss(None)
+        else:
             self.push_screen(HelpScreen())
 
     def action_toggle_theme(self) -> None:
@@ -259,7 +262,7 @@ class MiniGPTApp(ActiveModel, TrainingControl, App[int]):
                 state.job.cancel(save=True)
             self.sub_title = "saving the training run before quitting\u2026"
             self.notify(
-                "Saving the training run before quitting\u2026 Press Ctrl+Q again to quit now without that save.",
+                with_keys(self, "Saving the training run before quitting\u2026 Press <app.quit> again to quit now without that save."),
                 timeout=600,
             )
             await asyncio.to_thread(state.done.wait)

@@ -1,4 +1,5 @@
-"""Command palette entries (Ctrl+P): the screens and the main actions."""
+"""Command palette entries (Ctrl+P): the screens and the main actions.  A help text names keys
+by binding id (``<chat.new>``): the palette shows the key the binding has now (``tui.keymap``)."""
 
 from __future__ import annotations
 
@@ -7,21 +8,23 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from tui.keymap import with_keys
+
 COMMANDS = [
-    ("Chat", "Open the chat screen (F1)", "switch_mode('chat')"),
-    ("Training", "Open the training screen (F2)", "switch_mode('training')"),
-    ("Checkpoints", "Open the checkpoint picker (F3)", "switch_mode('checkpoints')"),
-    ("Sampling settings", "Temperature, top-k, top-p, max new tokens, repetition penalty, seed (F4)", "sampling"),
-    ("Conversations", "Saved conversations: open, rename, delete, export (F5)", "conversations"),
-    ("New chat", "Start a new conversation (Ctrl+N)", "new_chat"),
-    ("Copy the last reply", "To the clipboard (Ctrl+O)", "chat_action('copy_reply')"),
-    ("Regenerate the last reply", "Ask the model again (Ctrl+R in the chat)", "chat_action('regenerate')"),
-    ("Edit the last message", "Take it back into the input to edit and resend (Ctrl+G)", "chat_action('edit_last')"),
-    ("Set system prompt", "The open chat's system prompt, sent before its turns; empty for none (Ctrl+S in the chat)", "chat_action('system_prompt')"),
-    ("Inspect the last reply's tokens", "Each token's probability and the model's top 10 alternatives (F8)", "chat_action('inspect')"),
-    ("Train the default model", "Start the first-run training (Ctrl+T)", "train_default"),
-    ("Toggle light/dark theme", "Switch between the light and dark theme (F7)", "toggle_theme"),
-    ("Help", "Keys and file locations (F6)", "help"),
+    ("Chat", "Open the chat screen (<app.chat>)", "switch_mode('chat')"),
+    ("Training", "Open the training screen (<app.training>)", "switch_mode('training')"),
+    ("Checkpoints", "Open the checkpoint picker (<app.checkpoints>)", "switch_mode('checkpoints')"),
+    ("Sampling settings", "Temperature, top-k, top-p, max new tokens, repetition penalty, seed (<app.sampling>)", "sampling"),
+    ("Conversations", "Saved conversations: open, rename, delete, export (<app.conversations>)", "conversations"),
+    ("New chat", "Start a new conversation (<chat.new>)", "new_chat"),
+    ("Copy the last reply", "To the clipboard (<chat.copy>)", "chat_action('copy_reply')"),
+    ("Regenerate the last reply", "Ask the model again (<chat.regenerate> in the chat)", "chat_action('regenerate')"),
+    ("Edit the last message", "Take it back into the input to edit and resend (<chat.edit>)", "chat_action('edit_last')"),
+    ("Set system prompt", "The open chat's system prompt, sent before its turns; empty for none (<chat.system> in the chat)", "chat_action('system_prompt')"),
+    ("Inspect the last reply's tokens", "Each token's probability and the model's top 10 alternatives (<chat.inspect>)", "chat_action('inspect')"),
+    ("Train the default model", "Start the first-run training (<chat.train_default>)", "train_default"),
+    ("Toggle light/dark theme", "Switch between the light and dark theme (<app.theme>)", "toggle_theme"),
+    ("Help", "Keys and file locations (<app.help>)", "help"),
 ]
 
 
@@ -33,14 +36,14 @@ class ScreensProvider(Provider):
 
     async def discover(self) -> Hits:
         for name, help_text, action in COMMANDS:
-            yield DiscoveryHit(name, partial(self._run, action), help=help_text)
+            yield DiscoveryHit(name, partial(self._run, action), help=with_keys(self.app, help_text))
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
         for name, help_text, action in COMMANDS:
             score = matcher.match(name)
             if score > 0:
-                yield Hit(score, matcher.highlight(name), partial(self._run, action), help=help_text)
+                yield Hit(score, matcher.highlight(name), partial(self._run, action), help=with_keys(self.app, help_text))
 
 
 class _ListProvider(Provider):

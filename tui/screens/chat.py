@@ -16,7 +16,8 @@ from engine.errors import UsageError
 from engine.store.settings import Sampling
 
 from tui.store.conversations import LEAF, Turn
-from tui.widgets.footer import AppFooter, key_name
+from tui.widgets.footer import AppFooter
+from tui.keymap import key_display, with_keys
 from tui.messages import ReplyDone, ReplyProgress, ReplyStarted
 from tui.reply_stream import stream_reply
 from tui.safe import literal, one_line
@@ -38,11 +39,11 @@ REPLY_UPDATE_INTERVAL_S = 0.05
 
 WELCOME_NONE = (
     "No checkpoint yet.\n\n"
-    "Press Enter (or Ctrl+T) to train the default model: a small chat model (the 'seed' GPT-2, "
+    "Press Enter (or <chat.train_default>) to train the default model: a small chat model (the 'seed' GPT-2, "
     "6 layers x 128 wide) on the chitchat conversations, shipped with the app, for 3 minutes on a "
     "CPU (1 on a GPU), plus a minute or so to prepare its tokenizer and data. The chat uses the "
-    "model as soon as it is saved; train it further later from F3 (t).\n\n"
-    "Or press F2 to choose your own dataset, size and steps, or F3 to pick a saved model or one "
+    "model as soon as it is saved; train it further later from <app.checkpoints> (<ckpt.resume>).\n\n"
+    "Or press <app.training> to choose your own dataset, size and steps, or <app.checkpoints> to pick a saved model or one "
     "from the Hugging Face cache."
 )
 
@@ -179,7 +180,7 @@ class ChatScreen(Screen):
         if found:
             found.first().display = show
         elif show:
-            welcome = Vertical(Static(Text(WELCOME_NONE), id="welcome-text"), Button("Train the default model", id="train-default", variant="primary"), id="welcome")
+            welcome = Vertical(Static(Text(with_keys(self.app, WELCOME_NONE)), id="welcome-text"), Button("Train the default model", id="train-default", variant="primary"), id="welcome")
             if self.view.children:
                 self.view.mount(welcome, before=0)
             else:
@@ -495,22 +496,22 @@ class ChatScreen(Screen):
         self.show_path()
         self.selected = len(self.turns) - 1
         self._mark_versions()
-        self.app.notify("Saved your reply as a new version (the model's is kept); train on your chats from F2: \"my saved chats\"", timeout=5)
+        self.app.notify(with_keys(self.app, "Saved your reply as a new version (the model's is kept); to train on your chats: <app.training>, dataset saved-chats"), timeout=5)
         self.focus_input()
 
     def _can_reply(self) -> bool:
         """A reply can start now; else say why (nothing typed is cleared)."""
         app = self.app
         if self.generating:
-            app.notify("A reply is still streaming: press Esc to stop it first", severity="warning")
+            app.notify(with_keys(app, "A reply is still streaming: press <chat.stop> to stop it first"), severity="warning")
             return False
         if app.chat_model is None:
             if app.model_status == "loading":
                 app.notify("The model is still loading\u2026", severity="warning")
             elif app.model_status == "none":
-                app.notify("No model yet: press Ctrl+T to train one, or F3 to pick one", severity="warning")
+                app.notify(with_keys(app, "No model yet: press <chat.train_default> to train one, or <app.checkpoints> to pick one"), severity="warning")
             else:
-                app.notify("No model is loaded: pick one with F3", severity="warning")
+                app.notify(with_keys(app, "No model is loaded: pick one with <app.checkpoints>"), severity="warning")
             return False
         return True
 
@@ -525,7 +526,7 @@ class ChatScreen(Screen):
         self.reply_id += 1
         self.reply_model = app.active_name
         self.reply = TurnView("assistant", "", who=self.reply_model or "Model")
-        self.reply.stop_key = key_name(self, "stop", "esc")
+        self.reply.stop_key = key_display(self.app, "chat.stop")
         self.reply.streaming = True
         self._add(self.reply)
         self.view.anchor()
@@ -609,7 +610,7 @@ class ChatScreen(Screen):
 
     def _edit(self, index: int | None, none_message: str) -> None:
         if self.generating:
-            self.app.notify(f"A reply is still streaming: press {key_name(self, 'stop', 'Esc')} to stop it first", severity="warning")
+            self.app.notify(with_keys(self.app, "A reply is still streaming: press <chat.stop> to stop it first"), severity="warning")
             return
         if self.editing is not None:
             self.action_stop()  # (another edit was under way: the chat as it was first)
@@ -619,9 +620,8 @@ class ChatScreen(Screen):
         turn = self.turns[index]
         self._drop_from_view(len(self.turns) - index)
         self.editing = turn
-        cancel = key_name(self, "stop", "esc")
         what = "the reply, as you would have it" if turn.role == "assistant" else "your message"
-        self.edit_note = NoteView(f"editing {what}: Enter saves it as a new version (the earlier one is kept); {cancel} cancels")
+        self.edit_note = NoteView(with_keys(self.app, f"editing {what}: Enter saves it as a new version (the earlier one is kept); <chat.stop> cancels"))
         self._add(self.edit_note)
         inp = self.query_one(ChatInput)
         inp.load_text(turn.content)

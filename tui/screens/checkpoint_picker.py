@@ -16,6 +16,7 @@ from textual.worker import get_current_worker
 
 from tui.screens.dialogs import ConfirmScreen, DetailsScreen, PromptScreen
 from tui.widgets.footer import AppFooter
+from tui.keymap import with_keys
 from tui.safe import literal, one_line
 
 COLUMNS = [
@@ -193,7 +194,7 @@ class CheckpointsScreen(Screen):
         n_broken = sum(1 for i in self.infos if not i.ok)
         status = Text()
         status.append("Checkpoints: ", style="bold")
-        status.append(f"{len(self.infos)} saved" if self.infos else "none saved yet (F2 to train one)")
+        status.append(f"{len(self.infos)} saved" if self.infos else with_keys(self.app, "none saved yet (<app.training> to train one)"))
         if n_broken:
             status.append(f", {n_broken} broken", style="red")
         status.append("  \u2502  active: ", style="dim")
@@ -339,7 +340,7 @@ class CheckpointsScreen(Screen):
         app = self.app
         active = app.active_name if app.active_kind == "checkpoint" else None
         if active is None or active == info.name:
-            app.notify("Compare needs two: make one checkpoint active (Enter), then press c on another", severity="warning")
+            app.notify(with_keys(app, "Compare needs two: make one checkpoint active (<ckpt.use>), then press <ckpt.compare> on another"), severity="warning")
             return
         from tui.screens.compare import CompareScreen
 

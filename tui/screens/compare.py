@@ -18,7 +18,8 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 from tui.widgets.turns import ChatInput, TurnView
-from tui.widgets.footer import AppFooter, key_name
+from tui.widgets.footer import AppFooter
+from tui.keymap import key_display, with_keys
 from tui.messages import ReplyDone, ReplyProgress
 from tui.reply_stream import stream_reply
 from tui.safe import one_line
@@ -52,7 +53,7 @@ class CompareScreen(Screen):
         self.done = [True, True]
 
     def compose(self) -> ComposeResult:
-        yield Static(Text("Compare: the same prompt to both \u00b7 Esc back", style="bold"), id="compare-status")
+        yield Static(Text(with_keys(self.app, "Compare: the same prompt to both \u00b7 <compare.close> back"), style="bold"), id="compare-status")
         with Horizontal(id="compare-body"):
             for side, name in enumerate(self.names):
                 with Vertical(classes="compare-side"):
@@ -99,7 +100,7 @@ class CompareScreen(Screen):
         if not text.strip():
             return
         if self.streaming:
-            self.app.notify("Both replies must end first (Ctrl+X stops them)", severity="warning")
+            self.app.notify(with_keys(self.app, "Both replies must end first (<compare.stop> stops them)"), severity="warning")
             return
         if any(m is None for m in self.models):
             self.app.notify("Both models must be loaded first", severity="warning")
@@ -115,7 +116,7 @@ class CompareScreen(Screen):
         for side, model in enumerate(self.models):
             view = self.query_one(f"#compare-view-{side}", VerticalScroll)
             view.mount(TurnView("user", text))
-            reply = TurnView("assistant", "", who=self.names[side], stop_key=key_name(self, "stop", "^x"))
+            reply = TurnView("assistant", "", who=self.names[side], stop_key=key_display(self.app, "compare.stop"))
             reply.streaming = True
             view.mount(reply)
             view.anchor()

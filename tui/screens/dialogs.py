@@ -12,6 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from tui.safe import literal
+from tui.keymap import key_for
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -31,8 +32,8 @@ class ConfirmScreen(ModalScreen[bool]):
         with Vertical(classes="dialog"):
             yield Static(literal(self.question), classes="dialog-question")
             with Horizontal(classes="dialog-buttons"):
-                yield Button(f"{self.yes} (y)", variant="error", id="yes")
-                yield Button(f"{self.no} (n)", variant="primary", id="no")
+                yield Button(f"{self.yes} ({key_for(self.app, 'confirm.yes')})", variant="error", id="yes")
+                yield Button(f"{self.no} ({key_for(self.app, 'confirm.no')})", variant="primary", id="no")
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()

@@ -16,6 +16,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, Static
 
 from tui.safe import visible
+from tui.keymap import with_keys
 
 # probability -> colour, from unlikely (red) to certain (green)
 _BANDS = ((0.05, "#d7263d"), (0.2, "#f46036"), (0.5, "#e2c044"), (0.8, "#8fbf5a"), (1.01, "#2ab27b"))
@@ -48,7 +49,7 @@ class InspectorScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide", id="inspector"):
-            yield Label(f"{self.title_text}  (\u2190/\u2192 or click a token \u00b7 Esc close)", classes="dialog-title")
+            yield Label(Text(self.title_text + with_keys(self.app, "  (<inspect.prev>/<inspect.next> or click a token \u00b7 <inspect.close> close)")), classes="dialog-title")
             with VerticalScroll(id="inspector-tokens"):
                 yield Static("", id="inspector-text")
             yield Static("", id="inspector-selected")

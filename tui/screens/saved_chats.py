@@ -15,6 +15,7 @@ from tui.store.conversations import ConversationStore
 from tui.screens.dialogs import ConfirmScreen, PromptScreen
 from tui.messages import ConversationDeleted
 from tui.safe import one_line
+from tui.keymap import with_keys
 
 
 class ConversationsScreen(ModalScreen[tuple[int, int | None] | None]):
@@ -37,8 +38,8 @@ class ConversationsScreen(ModalScreen[tuple[int, int | None] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide", id="conversations-dialog"):
-            yield Label("Conversations  (Enter open \u00b7 r rename \u00b7 d delete \u00b7 e export \u00b7 / search)", classes="dialog-title")
-            yield Input(placeholder="search every message (/)", id="conversations-search", compact=True)
+            yield Label(Text(with_keys(self.app, "Conversations  (Enter open \u00b7 <conv.rename> rename \u00b7 <conv.delete> delete \u00b7 <conv.export> export \u00b7 <conv.search> search)")), classes="dialog-title")
+            yield Input(placeholder=with_keys(self.app, "search every message (<conv.search>)"), id="conversations-search", compact=True)
             yield DataTable(id="conversations-table", cursor_type="row", zebra_stripes=True)
             yield Static("", id="conversations-note")
 

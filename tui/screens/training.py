@@ -13,6 +13,7 @@ from engine.errors import EngineError, UsageError
 from engine.model import PRESETS
 
 from tui.widgets.footer import AppFooter
+from tui.keymap import key_for, with_keys
 from tui.widgets.loss_chart import LossChart
 from tui.state.run_state import fmt_s
 from tui.safe import literal, one_line, visible
@@ -59,8 +60,9 @@ def form_input_for(field: str | None) -> str | None:
     return ids.get(field)
 
 
-def build_config(values: dict[str, str], store=None):
-    """A checked TrainConfig from the form's strings; raises UsageError (message names the field)."""
+def build_config(values: dict[str, str], store=None, checkpoints_key: str = "F3"):
+    """A checked TrainConfig from the form's strings; raises UsageError (message names the field).
+    ``checkpoints_key``: the key of the checkpoints screen, as an error names it."""
     from engine.training.config import TrainConfig
 
     def number(key: str, label: str, kind):
@@ -108,7 +110,7 @@ def build_config(values: dict[str, str], store=None):
     )
     config.check()
     if name and store is not None and store.exists(name):
-        raise UsageError(f"a checkpoint named '{name}' exists: choose another name (or resume it from F3)", field="name")
+        raise UsageError(f"a checkpoint named '{name}' exists: choose another name (or resume it from {checkpoints_key})", field="name")
     return config
 
 
@@ -147,11 +149,11 @@ class TrainingScreen(Screen):
                         yield Label(label, classes="field-label")
                         yield Input(placeholder=placeholder, id=f"f-{key}", compact=True)
                 yield Static("", id="form-error", classes="form-error")
-                yield Button("Start run (Ctrl+R)", id="start", variant="primary")
+                yield Button(with_keys(self.app, "Start run (<train.start>)"), id="start", variant="primary")
                 yield Static("", id="preset-help", classes="hint")
                 yield Static("", id="dataset-help", classes="hint")
             with Vertical(id="train-live"):
-                yield Static("No run yet. Fill in the form and press Ctrl+R.", id="run-title")
+                yield Static(with_keys(self.app, "No run yet. Fill in the form and press <train.start>."), id="run-title")
                 yield ProgressBar(total=100, show_eta=True, id="run-progress")
                 yield Static("", id="run-stats")
                 yield LossChart(id="loss-chart")
@@ -213,12 +215,12 @@ class TrainingScreen(Screen):
             inp.remove_class("-invalid")
         error = self.query_one("#form-error", Static)
         if app.run_state.running:
-            error.update("A run is already going: stop it first (Ctrl+S).")
+            error.update(with_keys(app, "A run is already going: stop it first (<train.stop>)."))
             return
         from engine.store.checkpoints import CheckpointStore
 
         try:
-            config = build_config(self.form_values(), CheckpointStore())
+            config = build_config(self.form_values(), CheckpointStore(), checkpoints_key=key_for(app, "app.checkpoints"))
         except EngineError as exc:
             error.update(literal(str(exc)))
             key = form_input_for(exc.field)
@@ -312,7 +314,7 @@ class TrainingScreen(Screen):
         elif status == "starting":
             title.append("Preparing the run (tokenizer, data, model)\u2026")
         else:
-            title.append("No run yet. Fill in the form and press Ctrl+R.")
+            title.append(with_keys(self.app, "No run yet. Fill in the form and press <train.start>."))
         self.query_one("#run-title", Static).update(title)
         line = Text()
         label = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 from tui.messages import CheckpointsChanged, TrainEventMessage, TrainProgress
 from tui.state.run_state import RunState
 from tui.safe import one_line
+from tui.keymap import key_for, with_keys
 
 
 class TrainingControl:
@@ -29,7 +30,7 @@ class TrainingControl:
 
     def start_training(self, config, first_run: bool = False) -> bool:
         if self.run_state.running:
-            self.notify("A run is already going (F2)", severity="warning")
+            self.notify(with_keys(self, "A run is already going (<app.training>)"), severity="warning")
             return False
         state = RunState(status="starting", config=config, name=config.resume or config.name)
         self.run_state = state
@@ -119,4 +120,4 @@ class TrainingControl:
         # (the save before it posted CheckpointsChanged: every saved run ends with a CheckpointSaved)
         if self.chat_model is None and self.model_status in ("none", "failed", "starting"):
             self.activate_checkpoint(name)
-            self.notify(f"Chat now uses '{name}' (F1)")
+            self.notify(f"Chat now uses '{name}' ({key_for(self, 'app.chat')})")

@@ -60,10 +60,3 @@ class AppFooter(Footer):
             return
         await super().recompose()
 
-
-def key_name(screen, action: str, default: str) -> str:
-    """The key bound to ``action`` on ``screen`` as the footer names it (a keymap may move it)."""
-    for active in screen.active_bindings.values():
-        if active.node is screen and active.binding.action == action:
-            return screen.app.get_key_display(active.binding)
-    return default
