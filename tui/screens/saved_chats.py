@@ -1,4 +1,5 @@
-"""Saved conversations (a modal): open, rename, delete, export to Markdown."""
+"""Saved conversations (a modal): open, rename, delete, export to Markdown; export and import
+JSONL in the ``messages`` format (training data: ``tui.store.chat_jsonl``)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ class ConversationsScreen(ModalScreen[int | None]):
         Binding("escape", "dismiss(None)", "Close", id="conv.close"),
         Binding("r", "rename", "Rename", id="conv.rename"),
         Binding("d,delete", "delete", "Delete", id="conv.delete"),
-        Binding("e", "export", "Export", id="conv.export"),
+        Binding("e", "export", "Export Markdown", id="conv.export"),
+        Binding("j", "export_jsonl", "Export JSONL", id="conv.export_jsonl"),
+        Binding("a", "export_all_jsonl", "Export all (JSONL)", id="conv.export_all_jsonl"),
+        Binding("i", "import_jsonl", "Import JSONL", id="conv.import_jsonl"),
         Binding("slash", "search", "Search", id="conv.search"),
     ]
 
@@ -150,3 +154,61 @@ class ConversationsScreen(ModalScreen[int | None]):
             write,
         )
 
+    # --- JSONL: training data (tui.store.chat_jsonl) ---
+    def action_export_jsonl(self) -> None:
+        cid = self._selected()
+        if cid is not None:
+            self._export_jsonl([cid], "Export this chat as JSONL (training data)")
+
+    def action_export_all_jsonl(self) -> None:
+        self._export_jsonl(None, "Export every saved chat as JSONL (training data)")
+
+    def _export_jsonl(self, ids: list[int] | None, title: str) -> None:
+        from tui.store.chat_jsonl import ChatFileError, default_jsonl_path, export_jsonl
+
+        def write(path_text: str | None, overwrite: bool = False) -> None:
+            if not path_text:
+                return
+            path = Path(path_text).expanduser()
+            try:
+                done = export_jsonl(self.store, ids, path, overwrite=overwrite)
+            except FileExistsError:
+                self.app.push_screen(
+                    ConfirmScreen(f"{path} exists. Overwrite it?", yes="Overwrite"),
+                    lambda yes: write(path_text, overwrite=True) if yes else self.app.notify("Export cancelled"),
+                )
+                return
+            except ChatFileError as exc:
+                self.app.notify(one_line(f"Nothing exported: {exc}", 300), severity="warning")
+                return
+            except OSError as exc:
+                self.app.notify(f"Could not export: {exc.strerror or exc}", severity="error")
+                return
+            self.app.notify(one_line(done.summary(), 300))
+
+        default = default_jsonl_path(self.store, ids[0] if ids else None)
+        self.app.push_screen(PromptScreen(title, str(default), lambda v: None if v else "give a file path"), write)
+
+    def action_import_jsonl(self) -> None:
+        from tui.store.chat_jsonl import ChatFileError, default_jsonl_path, import_jsonl
+
+        def read(path_text: str | None) -> None:
+            if not path_text:
+                return
+            try:
+                done = import_jsonl(self.store, Path(path_text))
+            except ChatFileError as exc:
+                self.app.notify(one_line(f"Nothing imported: {exc}", 300), severity="error", timeout=10)
+                return
+            except OSError as exc:
+                self.app.notify(f"Could not import: {exc.strerror or exc}", severity="error")
+                return
+            self.app.notify(one_line(done.summary(), 300), severity="information" if done.chats else "warning")
+            self.reload()
+
+        def check(value: str) -> str | None:
+            if not value:
+                return "give a file path"
+            return None if Path(value).expanduser().is_file() else f"no such file: {value}"
+
+        self.app.push_screen(PromptScreen("Import chats from a JSONL file ({\"messages\": [...]} a line)", str(default_jsonl_path(self.store)), check), read)
