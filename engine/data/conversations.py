@@ -103,14 +103,22 @@ def chitchat_source(assistant: str = "both"):
     )
 
 
-def hold_out_conversations(splits: dict) -> dict:
-    """A validation split from the end of the training conversations, when there is none."""
+def hold_out_conversations(splits: dict, notify=None) -> dict:
+    """A validation split from the end of the training conversations (5%), when there is none.
+    Fewer than 20 conversations (a few saved chats, corrected to fine-tune on) have no 5% to
+    spare: all of them train, and validation scores those same conversations (the split is then
+    the training one itself; ``notify`` says so)."""
     if "validation" in splits:
         return splits
     train = splits["train"]
-    hold = max(1, int(len(train) * HOLD_OUT_FRACTION))
-    if len(train) - hold < 1:
-        raise DataError(f"too few conversations ({len(train)}) for a training and a validation split")
+    hold = int(len(train) * HOLD_OUT_FRACTION)
+    if hold < 1:
+        if not len(train):
+            raise DataError("no conversations to train on")
+        if notify:
+            notify(f"only {len(train)} conversation{'s' if len(train) != 1 else ''}: all train, none held out "
+                   "(validation scores the training conversations)")
+        return dict(splits, validation=train)
     return dict(splits, train=train.select(range(len(train) - hold)), validation=train.select(range(len(train) - hold, len(train))))
 
 

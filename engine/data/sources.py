@@ -410,12 +410,14 @@ def pack(source: TextSource, tokenizer, block_size: int, notify: Notify | None =
     if source.chat and hold_out:  # conversations: a validation split of whole conversations, when there is none
         from engine.data.conversations import hold_out_conversations
 
-        source.splits = hold_out_conversations(source.splits)
+        source.splits = hold_out_conversations(source.splits, notify)
     tok_fp = tokenizer_fingerprint(tokenizer)
     if source.chat:
         from engine.data.conversations import PACKING
 
         tok_fp += f"|{getattr(tokenizer, 'chat_template', '')}|{hold_out}|{PACKING}"
+        if hold_out and source.splits.get("validation") is source.splits["train"]:
+            tok_fp += "|validation-is-train"  # too few to hold out (a cache of the older split must not be read)
     digest = hashlib.sha1(f"{source.key}|{tok_fp}|{block_size}".encode()).hexdigest()[:20]
     cache = paths.cache_dir() / "data" / digest
     if (cache / "meta.json").is_file():

@@ -1,4 +1,5 @@
-"""Saved conversations (a modal): open, rename, delete, export to Markdown."""
+"""Saved conversations (a modal): open, rename, delete, export to Markdown; export and import
+JSONL in the ``messages`` format (training data: ``tui.store.chat_jsonl``)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,10 @@ class ConversationsScreen(ModalScreen[tuple[int, int | None] | None]):
         Binding("escape", "dismiss(None)", "Close", id="conv.close"),
         Binding("r", "rename", "Rename", id="conv.rename"),
         Binding("d,delete", "delete", "Delete", id="conv.delete"),
-        Binding("e", "export", "Export", id="conv.export"),
+        Binding("e", "export", "Export Markdown", id="conv.export"),
+        Binding("j", "export_jsonl", "Export JSONL", id="conv.export_jsonl"),
+        Binding("a", "export_all_jsonl", "Export all (JSONL)", id="conv.export_all_jsonl"),
+        Binding("i", "import_jsonl", "Import JSONL", id="conv.import_jsonl"),
         Binding("slash", "search", "Search", id="conv.search"),
     ]
 
@@ -38,7 +42,12 @@ class ConversationsScreen(ModalScreen[tuple[int, int | None] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide", id="conversations-dialog"):
-            yield Label(Text(with_keys(self.app, "Conversations  (Enter open \u00b7 <conv.rename> rename \u00b7 <conv.delete> delete \u00b7 <conv.export> export \u00b7 <conv.search> search)")), classes="dialog-title")
+            yield Label("Conversations", classes="dialog-title")
+            yield Static(
+                Text(with_keys(self.app, "Enter open \u00b7 <conv.rename> rename \u00b7 <conv.delete> delete \u00b7 <conv.search> search \u00b7 "
+                               "<conv.export> Markdown \u00b7 <conv.export_jsonl> JSONL \u00b7 <conv.export_all_jsonl> all as JSONL \u00b7 <conv.import_jsonl> import JSONL")),
+                id="conversations-keys", classes="hint",
+            )
             yield Input(placeholder=with_keys(self.app, "search every message (<conv.search>)"), id="conversations-search", compact=True)
             yield DataTable(id="conversations-table", cursor_type="row", zebra_stripes=True)
             yield Static("", id="conversations-note")
@@ -155,3 +164,61 @@ class ConversationsScreen(ModalScreen[tuple[int, int | None] | None]):
             write,
         )
 
+    # --- JSONL: training data (tui.store.chat_jsonl) ---
+    def action_export_jsonl(self) -> None:
+        cid = self._selected()
+        if cid is not None:
+            self._export_jsonl([cid], "Export this chat as JSONL (training data)")
+
+    def action_export_all_jsonl(self) -> None:
+        self._export_jsonl(None, "Export every saved chat as JSONL (training data)")
+
+    def _export_jsonl(self, ids: list[int] | None, title: str) -> None:
+        from tui.store.chat_jsonl import ChatFileError, default_jsonl_path, export_jsonl
+
+        def write(path_text: str | None, overwrite: bool = False) -> None:
+            if not path_text:
+                return
+            path = Path(path_text).expanduser()
+            try:
+                done = export_jsonl(self.store, ids, path, overwrite=overwrite)
+            except FileExistsError:
+                self.app.push_screen(
+                    ConfirmScreen(f"{path} exists. Overwrite it?", yes="Overwrite"),
+                    lambda yes: write(path_text, overwrite=True) if yes else self.app.notify("Export cancelled"),
+                )
+                return
+            except ChatFileError as exc:
+                self.app.notify(one_line(f"Nothing exported: {exc}", 300), severity="warning")
+                return
+            except OSError as exc:
+                self.app.notify(f"Could not export: {exc.strerror or exc}", severity="error")
+                return
+            self.app.notify(one_line(done.summary(), 300))
+
+        default = default_jsonl_path(self.store, ids[0] if ids else None)
+        self.app.push_screen(PromptScreen(title, str(default), lambda v: None if v else "give a file path"), write)
+
+    def action_import_jsonl(self) -> None:
+        from tui.store.chat_jsonl import ChatFileError, default_jsonl_path, import_jsonl
+
+        def read(path_text: str | None) -> None:
+            if not path_text:
+                return
+            try:
+                done = import_jsonl(self.store, Path(path_text))
+            except ChatFileError as exc:
+                self.app.notify(one_line(f"Nothing imported: {exc}", 300), severity="error", timeout=10)
+                return
+            except OSError as exc:
+                self.app.notify(f"Could not import: {exc.strerror or exc}", severity="error")
+                return
+            self.app.notify(one_line(done.summary(), 300), severity="information" if done.chats else "warning")
+            self.reload()
+
+        def check(value: str) -> str | None:
+            if not value:
+                return "give a file path"
+            return None if Path(value).expanduser().is_file() else f"no such file: {value}"
+
+        self.app.push_screen(PromptScreen("Import chats from a JSONL file ({\"messages\": [...]} a line)", str(default_jsonl_path(self.store)), check), read)

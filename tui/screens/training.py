@@ -26,8 +26,11 @@ STAGES = [
     ("base", "base (text)", None),
 ]
 DEFAULT_STAGE = "chat"
+# The Dataset field's word for the saved chats (F5): the form exports them (their shown paths, as
+# JSONL in the messages format) beside the conversation database and trains on that file.
+SAVED_CHATS = "saved-chats"
 STAGE_HINTS = {  # under the form: what the Dataset field takes at each stage
-    "chat": 'Conversations: chitchat, or a .jsonl of {"messages": [...]} rows',
+    "chat": f'Conversations: chitchat, {SAVED_CHATS} (your saved chats, F5), or a .jsonl of {{"messages": [...]}} rows',
     "base": "Text: wikitext, builtin (the Bible), a hub id, a .txt file",
 }
 
@@ -58,6 +61,27 @@ def form_input_for(field: str | None) -> str | None:
     """The form input's id for a TrainConfig field (None: no input holds it)."""
     ids = {FORM_FIELDS.get(key, key): key for key, *_ in FORM}
     return ids.get(field)
+
+
+def uses_saved_chats(dataset: str | None) -> bool:
+    """The Dataset field names the saved chats (and no file of that name is here)."""
+    import os
+
+    return (dataset or "").strip() == SAVED_CHATS and not os.path.exists(SAVED_CHATS)
+
+
+def export_saved_chats(conversations, chat_key: str = "F1") -> tuple[str, str]:
+    """Every saved chat as JSONL training data, rewritten at each run's start: (its path, a note
+    for the run's log).  UsageError about the Dataset field when no saved chat has a reply."""
+    from tui.store.chat_jsonl import ChatFileError, export_jsonl, training_export_path
+
+    try:
+        done = export_jsonl(conversations, None, training_export_path(conversations), overwrite=True)
+    except ChatFileError as exc:
+        raise UsageError(f"{SAVED_CHATS}: {exc} (chat first, {chat_key})", field="dataset") from None
+    except OSError as exc:
+        raise UsageError(f"{SAVED_CHATS}: cannot write {training_export_path(conversations)}: {exc.strerror or exc}", field="dataset") from None
+    return str(done.path), f"{SAVED_CHATS}: {done.summary()}"
 
 
 def build_config(values: dict[str, str], store=None, checkpoints_key: str = "F3"):
@@ -219,8 +243,11 @@ class TrainingScreen(Screen):
             return
         from engine.store.checkpoints import CheckpointStore
 
+        note = None
         try:
             config = build_config(self.form_values(), CheckpointStore(), checkpoints_key=key_for(app, "app.checkpoints"))
+            if uses_saved_chats(config.dataset):  # (checked first: a bad form exports nothing)
+                config.dataset, note = export_saved_chats(app.conversations, key_for(app, "app.chat"))
         except EngineError as exc:
             error.update(literal(str(exc)))
             key = form_input_for(exc.field)
@@ -228,7 +255,9 @@ class TrainingScreen(Screen):
                 self.query_one(f"#f-{key}", Input).add_class("-invalid")
             return
         error.update("")
-        app.start_training(config)
+        if app.start_training(config) and note:
+            app.run_state.log.append(note)
+            app.run_revision += 1
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
