@@ -32,9 +32,9 @@ def _fill(store: ConversationStore) -> dict[str, int]:
     store.add(a, Turn("user", "why?\nTell me."))
     store.add(a, Turn("assistant", "because it is \u00e9t\u00e9", stopped=True, checkpoint="m1"))
     b = store.create("capital", "m1")
-    store.add(b, Turn("user", "the capital of France?"))
+    question = store.add(b, Turn("user", "the capital of France?"))
     store.add(b, Turn("assistant", "Lyon", checkpoint="m1"))
-    store.add(b, Turn("assistant", "Paris.", edited=True))  # the user's correction, shown as the reply
+    store.add(b, Turn("assistant", "Paris.", edited=True), parent=question)  # the user's correction: a new version of the reply, shown
     c = store.create("unanswered", None)
     store.add(c, Turn("user", "anyone there?"))
     return {"a": a, "b": b, "c": c}
@@ -56,13 +56,12 @@ ROW_A = {
 ROW_B = {
     "messages": [
         {"role": "user", "content": "the capital of France?"},
-        {"role": "assistant", "content": "Lyon"},
         {"role": "assistant", "content": "Paris."},
     ],
     "title": "capital",
     "checkpoint": "m1",
-    "edited": [False, False, True],
-    "stopped": [False, False, False],
+    "edited": [False, True],
+    "stopped": [False, False],
 }
 
 
@@ -129,7 +128,7 @@ def test_import_gives_back_the_exported_chats(tmp_path):
     assert sorted(shown(other, cid) for cid in done.ids) == sorted(shown(store, ids[k]) for k in ("a", "b"))
     # the model that wrote each reply, as far as the file says; the user's correction has none
     b = next(cid for cid in done.ids if other.get(cid).title == "capital")
-    assert [t.checkpoint for t in other.turns(b)] == [None, "m1", None]
+    assert [t.checkpoint for t in other.turns(b)] == [None, None]
     # importing again adds nothing: those chats are saved already
     again = import_jsonl(other, tmp_path / "all.jsonl")
     assert again.chats == 0 and again.skipped == {"already saved": 2}
@@ -349,18 +348,19 @@ def test_a_corrected_reply_is_learnt_by_a_fine_tune_on_the_export(tiny_chat_chec
     store = ConversationStore(tmp_path / "conversations.sqlite3")
     question = "what did you do this weekend?"
     cid = store.create(question, tiny_chat_checkpoint)
-    store.add(cid, Turn("user", question))
+    asked = store.add(cid, Turn("user", question))
     chat = ChatModel.from_checkpoint(tiny_chat_checkpoint, device="cpu")
     messages = [{"role": "user", "content": question}]
     reply = chat.generate_text(chat.encode_chat(messages), Sampling(temperature=0, repetition_penalty=1.0, max_new_tokens=24))
     store.add(cid, Turn("assistant", reply, checkpoint=tiny_chat_checkpoint))
     correction = "I went hiking in the mountains with my sister, and we saw two eagles."
-    store.add(cid, Turn("assistant", correction, edited=True))  # (the store's branch API will make this a new branch)
+    store.add(cid, Turn("assistant", correction, edited=True), parent=asked)  # what Ctrl+F stores (tests/test_tui_branches.py)
     path = tmp_path / "corrected.jsonl"
     export_jsonl(store, [cid], path)
     (row,) = _rows(path)
     index = row["edited"].index(True)
     assert row["messages"][index] == {"role": "assistant", "content": correction}
+    assert reply not in [m["content"] for m in row["messages"]]  # the model's version is not trained on
     before = _reply_loss(init, row["messages"], index)
 
     out = subprocess.run(
