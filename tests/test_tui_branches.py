@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_tui_support import FakeChat, anyio_backend, chat_turns, fake_ready, plain, wait_until  # noqa: F401
+from test_tui_support import FakeChat, anyio_backend, chat_turns, fake_ready, plain, run_from_palette, wait_until  # noqa: F401
 from tui.app import MiniGPTApp
 from tui.widgets.turns import ChatInput
 
@@ -142,3 +142,6 @@ async def test_a_corrected_reply_is_a_version_written_by_the_user(fresh_dirs):
         await pilot.press("alt+left")
         await pilot.pause()
         assert [(t.content, t.edited) for t in store.turns(chat.conversation_id)][-1] == ("five", False)
+        await run_from_palette(pilot, "next version", "Next version")  # the palette switches versions too
+        await wait_until(pilot, lambda: chat.turns[-1].content == "Four.", 10, "the corrected version")
+        assert [v.text for v in chat_turns(app)] == ["what is two and two?", "Four."]

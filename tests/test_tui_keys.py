@@ -136,8 +136,8 @@ async def test_a_keymap_moves_every_key_the_app_names(fresh_dirs):
         # the saved chats
         await pilot.press("f5")
         await wait_until(pilot, lambda: isinstance(app.screen, ConversationsScreen), 5, "the saved chats")
-        title = plain(app.screen.query_one(".dialog-title"))
-        assert "n rename" in title and "x export" in title and "Ctrl+F search" in title and "d delete" in title, title
+        title = plain(app.screen.query_one("#conversations-keys"))
+        assert "n rename" in title and "x Markdown" in title and "Ctrl+F search" in title and "d delete" in title, title
         assert "r rename" not in title and "e export" not in title and "/ search" not in title, title
         assert app.screen.query_one("#conversations-search").placeholder == "search every message (Ctrl+F)"
         await pilot.press("escape")

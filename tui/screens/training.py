@@ -30,7 +30,7 @@ DEFAULT_STAGE = "chat"
 # JSONL in the messages format) beside the conversation database and trains on that file.
 SAVED_CHATS = "saved-chats"
 STAGE_HINTS = {  # under the form: what the Dataset field takes at each stage
-    "chat": f'Conversations: chitchat, {SAVED_CHATS} (your saved chats, F5), or a .jsonl of {{"messages": [...]}} rows',
+    "chat": f'Conversations: chitchat, {SAVED_CHATS} (your saved chats, <app.conversations>), or a .jsonl of {{"messages": [...]}} rows',
     "base": "Text: wikitext, builtin (the Bible), a hub id, a .txt file",
 }
 
@@ -219,7 +219,7 @@ class TrainingScreen(Screen):
     def _stage_help(self, stage) -> None:
         """The dataset field says what an empty field trains on at this stage."""
         self.query_one("#f-dataset", Input).placeholder = dataset_placeholder(stage)
-        self.query_one("#dataset-help", Static).update(literal(STAGE_HINTS.get(stage, "")))
+        self.query_one("#dataset-help", Static).update(literal(with_keys(self.app, STAGE_HINTS.get(stage, ""))))
 
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "f-stage":
