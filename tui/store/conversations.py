@@ -394,7 +394,7 @@ class ConversationStore:
         if conv.system_prompt:
             lines += ["**System:**", "", conv.system_prompt.rstrip(), ""]
         for turn in self.turns(conversation_id):
-            who = "You" if turn.role == "user" else f"Model ({turn.checkpoint})" if turn.checkpoint else "Model"
+            who = "You" if turn.role == "user" else "Model (written by you)" if turn.edited else f"Model ({turn.checkpoint})" if turn.checkpoint else "Model"
             lines += [f"**{who}:**", "", turn.content.rstrip() or "*(empty)*"]
             if turn.stopped:
                 lines += ["", "*(stopped)*"]
