@@ -404,12 +404,16 @@ def test_versions_survive_a_restart_and_a_search_opens_its_branch_in_tmux(ckpt_h
             raise AssertionError(f"{count} -> {replies()} {rows}\n{tmux.screen()}")
         return tmux.wait_until(lambda shown: "esc stops" not in shown and "thinking" not in shown, 10, "the reply on screen")
 
-    def edit(tmux: Tmux, old: str, text: str) -> str:
-        tmux.keys("C-g")
-        # the message is in the input box (the screen's last lines) before the input's own key
-        # deletes it (C-u: to the start of the line)
-        tmux.wait_until(lambda now: old in "".join(now.splitlines()[-4:]) and "Enter saves it as a new version" in now, 10, "the edit")
-        tmux.keys("C-u")
+    def edit(tmux: Tmux, text: str) -> str:
+        # At once: C-g (a priority binding) puts the message in the input before the input sees
+        # C-u (its own key: delete to the start of the line).  Then wait for the input to be
+        # empty: the input's keys run after bubbling up to the app, so text typed at machine
+        # speed could land before C-u did (a person types slower).
+        tmux.keys("C-g", "C-u")
+        tmux.wait_until(
+            lambda now: "Enter saves it as a new version" in now and not "".join(now.splitlines()[-4:-1]).strip("\u2502\u256d\u256e\u2570\u256f\u2500 "),
+            10, "the emptied input",
+        )
         return reply_after(tmux, ("-l", text), "Enter")
 
     def launch(tmux: Tmux, exit_file: Path) -> None:
@@ -424,11 +428,11 @@ def test_versions_survive_a_restart_and_a_search_opens_its_branch_in_tmux(ckpt_h
         reply_after(tmux, "C-r")
         shown = reply_after(tmux, "C-r")
         assert "\u25c2 3/3 \u25b8" in shown  # the reply regenerated twice: its third version, the turn the keys switch
-        shown = edit(tmux, "apples", "bananas")  # the first message, edited: a second version, with its own reply
+        shown = edit(tmux, "bananas")  # the first message, edited: a second version, with its own reply
         assert "bananas" in shown and "apples" not in shown and "\u25c2 2/2 \u25b8" in shown
         reply_after(tmux, ("-l", "cherries"), "Enter")
-        edit(tmux, "cherries", "dates")
-        shown = edit(tmux, "dates", "figs")
+        edit(tmux, "dates")
+        shown = edit(tmux, "figs")
         assert "\u25c2 3/3 \u25b8" in shown and "bananas" in shown and "figs" in shown
         tmux.keys("C-q")
         assert _wait_exit(first_exit, tmux) == "0"
@@ -456,8 +460,7 @@ def test_versions_survive_a_restart_and_a_search_opens_its_branch_in_tmux(ckpt_h
         tmux.keys("/")
         tmux.keys("-l", "dates")
         tmux.wait_for("\u00bbdates\u00ab", 10)
-        tmux.keys("Enter")
-        tmux.keys("Enter")
+        tmux.keys("Enter")  # opens the best hit
         tmux.wait_until(
             lambda now: "dates" in now and "bananas" in now and not any(w in now for w in ("Conversations", "figs", "cherries")), 10, "the branch of the hit"
         )

@@ -67,8 +67,10 @@ class ChatScreen(Screen):
         # (the input's TextArea keeps its own keys: Ctrl+E end of line, Ctrl+Y redo, ...)
         Binding("ctrl+o", "copy_reply", "Copy reply", id="chat.copy"),
         Binding("ctrl+r", "regenerate", "Regenerate", id="chat.regenerate"),
-        Binding("ctrl+g", "edit_last", "Edit last", id="chat.edit"),
-        Binding("ctrl+f", "correct_reply", "Correct reply", id="chat.correct", show=False),
+        # Priority: run before the input sees the next key, so keys typed right after (Ctrl+U,
+        # text) edit the message the action put there, never the input as it was.
+        Binding("ctrl+g", "edit_last", "Edit last", id="chat.edit", priority=True),
+        Binding("ctrl+f", "correct_reply", "Correct reply", id="chat.correct", show=False, priority=True),
         # (Ctrl+Y is the input's redo; Ctrl+S is free in the chat and the input)
         Binding("ctrl+s", "system_prompt", "System prompt", id="chat.system"),
         Binding("f8", "inspect", "Inspect tokens", id="chat.inspect"),
@@ -115,7 +117,8 @@ class ChatScreen(Screen):
         self.query_one(ChatInput).focus()
 
     def on_unmount(self) -> None:
-        self.action_stop()  # nothing outlives the app: a streaming reply stops
+        if self.stop_event is not None:  # nothing outlives the app: a streaming reply stops
+            self.stop_event.set()
 
     async def _on_command(self, command) -> None:
         """The app's requests (tui.messages.ChatCommand)."""

@@ -89,8 +89,15 @@ class ConversationsScreen(ModalScreen[tuple[int, int | None] | None]):
         self.reload()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter in the search opens the highlighted hit (the best, unless moved to another);
+        while the results for what is typed are not in yet, it goes to the list."""
         event.stop()
-        self.query_one(DataTable).focus()
+        table = self.query_one(DataTable)
+        cid = self._selected()
+        if self.loaded == event.value and cid is not None:
+            self.dismiss((cid, self.hits.get(cid)))
+        else:
+            table.focus()
 
     def action_search(self) -> None:
         self.query_one("#conversations-search", Input).focus()
