@@ -15,6 +15,8 @@ COMMANDS = [
     ("Conversations", "Saved conversations: open, rename, delete, export (F5)", "conversations"),
     ("New chat", "Start a new conversation (Ctrl+N)", "new_chat"),
     ("Copy the last reply", "To the clipboard (Ctrl+O)", "chat_action('copy_reply')"),
+    ("Copy the last code block", "The last code block of the last reply, to the clipboard (Ctrl+L in the chat)", "chat_action('copy_code')"),
+    ("Toggle raw text / Markdown replies", "Show replies as their raw text or as Markdown; remembered (F9 in the chat)", "chat_action('toggle_raw')"),
     ("Regenerate the last reply", "Ask the model again (Ctrl+R in the chat)", "chat_action('regenerate')"),
     ("Edit the last message", "Take it back into the input to edit and resend (Ctrl+G)", "chat_action('edit_last')"),
     ("Set system prompt", "The open chat's system prompt, sent before its turns; empty for none (Ctrl+S in the chat)", "chat_action('system_prompt')"),

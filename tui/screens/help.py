@@ -26,6 +26,8 @@ KEYS = [
     ("Esc", "stop the reply (the partial reply is kept, marked stopped)"),
     ("Ctrl+N", "new chat"),
     ("Ctrl+O", "copy the last reply (works over SSH too)"),
+    ("Ctrl+L", "copy the last code block of the last reply"),
+    ("F9", "replies as raw text / as Markdown (remembered; your messages are always shown as typed)"),
     ("Ctrl+R", "regenerate the last reply"),
     ("Ctrl+G", "edit the last message (it and its reply go back to the input)"),
     ("Ctrl+S", "the chat's system prompt (sent before its turns; a new chat starts without one)"),

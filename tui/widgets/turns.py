@@ -8,9 +8,10 @@ from rich.text import Text
 from textual import events
 from textual.binding import Binding
 from textual.message import Message
+from textual.widget import Widget
 from textual.widgets import Static, TextArea
 
-from tui.safe import literal
+from tui.safe import literal, one_line, visible
 
 
 class ChatInput(TextArea):
@@ -72,10 +73,22 @@ class ChatInput(TextArea):
         await super()._on_key(event)
 
 
-class TurnView(Static):
-    """One turn.  Text is shown literally (see tui.safe)."""
+class TurnView(Widget):
+    """One turn: a header line (who; while a reply streams, the key that stops it) and its text.
 
-    def __init__(self, role: str, text: str = "", who: str | None = None, stopped: bool = False, stop_key: str = "esc", **kwargs):
+    User text is always shown literally (see tui.safe).  A reply is shown as Markdown (Textual's
+    ``Markdown``, imported when the first one is shown: not in the first frame), or literally
+    like user text when ``markdown`` is off (the chat's raw toggle: a base model's output is not
+    Markdown).  Markdown gets the text with its control characters made visible (``visible``)
+    and never opens a link (``open_links=False``; a click only says where it points).
+
+    Children: ``.turn-text``, a Static with the header and, when the text is literal, the text,
+    the ``[stopped]`` mark and the error (one widget, as before Markdown); under Markdown it holds
+    the header only, the ``Markdown`` body follows, then ``.turn-tail`` with the mark and error.
+    """
+
+    def __init__(self, role: str, text: str = "", who: str | None = None, stopped: bool = False, stop_key: str = "esc",
+                 markdown: bool | None = None, **kwargs):
         super().__init__(classes=f"turn {role}", **kwargs)
         self.stop_key = stop_key  # named while the reply streams
         self.role = role
@@ -86,15 +99,42 @@ class TurnView(Static):
         self.streaming = False
         self.choices: list = []  # TokenChoice per token of a reply made in this session
         self.tokenizer = None  # decodes those token ids
+        self._markdown = markdown  # None: the app's setting (settings.markdown), read at mount
+        self._literal = Static(classes="turn-text")
+        self._body = None  # the Markdown widget, once a reply is shown as Markdown
+        self._tail: Static | None = None  # "[stopped]" and the error under the Markdown body
+        self._md_target = ""  # what the body must show (visible text)
+        self._md_shown = ""  # what it shows (all of it parsed and mounted)
+        self._md_busy = False  # a worker is bringing the body up to date
+        self._head: Text | None = None  # the header last put in .turn-text under Markdown
+
+    # --- what is shown ---
+    @property
+    def markdown(self) -> bool:
+        """The text is shown as Markdown (a reply, with the Markdown setting on)."""
+        if self.role == "user":
+            return False
+        if self._markdown is None:
+            self._markdown = getattr(getattr(self.app, "settings", None), "markdown", True)
+        return self._markdown
+
+    def compose(self):
+        yield self._literal
 
     def on_mount(self) -> None:
-        self.update(self._render_text())
+        self._show()
 
-    def _render_text(self) -> Text:
+    def header_text(self) -> Text:
+        """The turn's first line: who, and while the reply streams the key that stops it."""
         out = Text()
         out.append(self.who, style="bold")
         if self.streaming:
             out.append(f"  \u2026 {self.stop_key} stops", style="dim")
+        return out
+
+    def _render_text(self) -> Text:
+        """The whole turn as literal text (user turns, and replies shown raw)."""
+        out = self.header_text()
         out.append("\n")
         if self.text:
             out.append_text(literal(self.text))
@@ -107,15 +147,74 @@ class TurnView(Static):
             out.append_text(literal(f"error: {self.error}", style="bold red"))
         return out
 
+    def _markdown_head(self) -> Text:
+        out = self.header_text()
+        if not self.text and self.streaming:
+            out.append("\n")
+            out.append("thinking\u2026", style="dim italic")
+        return out
+
+    def _tail_text(self) -> Text:
+        out = Text()
+        if self.stopped:
+            out.append("[stopped]", style="bold yellow")
+        if self.error:
+            if self.stopped:
+                out.append("\n")
+            out.append_text(literal(f"error: {self.error}", style="bold red"))
+        return out
+
+    def _show(self) -> None:
+        """Everything again (mount, finish, the raw toggle)."""
+        if not self.markdown:
+            self._head = None
+            self._literal.update(self._render_text())
+            for widget in (self._body, self._tail):
+                if widget is not None:
+                    widget.display = False
+            self.text_shown()
+            return
+        self._update_head()
+        tail = self._tail_text()
+        if tail.plain and self._tail is None:
+            self._tail = Static(tail, classes="turn-tail")
+            self.mount(self._tail)
+        elif self._tail is not None:
+            self._tail.update(tail)
+            self._tail.display = bool(tail.plain)
+        if self._body is not None:
+            self._body.display = True
+        self._sync_body()
+
+    def _update_head(self) -> None:
+        head = self._markdown_head()
+        if head != self._head:
+            self._head = head
+            self._literal.update(head)
+
+    def set_markdown(self, on: bool) -> None:
+        """Show a reply as Markdown or as its raw text (user turns stay literal)."""
+        if self.role == "user" or on == self.markdown:
+            return
+        self._markdown = on
+        self._show()
+
     def set_text(self, text: str) -> None:
-        """New text (a streaming reply, ~20 times a second): the screen is laid out again only
-        when the turn's height changes, otherwise only the turn is repainted (a layout of the
-        whole screen per update took the decode's turns at the GIL; bench/app_latency.py)."""
+        """New text (a streaming reply, ~20 times a second).  Literal: the screen is laid out
+        again only when the turn's height changes, otherwise only the turn is repainted (a layout
+        of the whole screen per update took the decode's turns at the GIL; bench/app_latency.py).
+        Markdown: the new end of the text is appended (only the last block is parsed again)."""
         self.text = text
-        width, height = self.content_size
-        self.update(self._render_text(), layout=False)
-        if not width or self.visual.get_height(self.styles, width) != height:
-            self.refresh(layout=True)
+        if self.markdown:
+            self._update_head()
+            self._sync_body()
+            return
+        widget = self._literal
+        width, height = widget.content_size
+        widget.update(self._render_text(), layout=False)
+        if not width or widget.visual.get_height(widget.styles, width) != height:
+            widget.refresh(layout=True)
+        self.text_shown()
 
     def finish(self, text: str | None = None, stopped: bool = False, error: str | None = None) -> None:
         if text is not None:
@@ -127,7 +226,101 @@ class TurnView(Static):
             self.add_class("stopped")
         if error:
             self.add_class("failed")
-        self.update(self._render_text())
+        self._show()
+
+    def text_shown(self) -> None:
+        """Called whenever the screen has all of ``text`` (a literal update, or the Markdown body
+        caught up with it).  Does nothing: a hook for the benchmark (bench/app_latency.py)."""
+
+    # --- the Markdown body ---
+    def _sync_body(self) -> None:
+        """Bring the Markdown body up to ``text`` on a worker; updates that come while it works
+        are taken together (the newest text wins), so a slow parse never queues a backlog."""
+        self._md_target = visible(self.text)
+        if self._md_busy:
+            return
+        if self._md_target == self._md_shown and (self._body is not None or not self._md_target):
+            self.text_shown()
+            return
+        self._md_busy = True
+        self.run_worker(self._bring_body_up_to_date(), group="turn-markdown", exit_on_error=True)
+
+    async def _bring_body_up_to_date(self) -> None:
+        """Only ``Markdown.append`` from an empty document: it parses again from the start of the
+        last block it made (``update`` leaves its place at the document's end, and an append
+        after it replaced the last block with the new text's first)."""
+        try:
+            while True:
+                target = self._md_target
+                if self._body is None:
+                    if not target:
+                        break
+                    from textual.widgets import Markdown
+
+                    self._body = Markdown(open_links=False, classes="turn-md", parser_factory=_parser)
+                    await self.mount(self._body, after=self._literal)
+                    self._md_shown = ""
+                if target == self._md_shown:
+                    break
+                if target.startswith(self._md_shown):
+                    await self._body.append(target[len(self._md_shown):])
+                else:  # not a continuation (the final text decoded again): the whole text anew
+                    with self.app.batch_update():
+                        await self._body.update("")
+                        await self._body.append(target)
+                self._md_shown = target
+        finally:
+            self._md_busy = False
+        if self.markdown:
+            self.text_shown()
+
+    def on_markdown_link_clicked(self, event) -> None:
+        """Links in a reply are the model's: never opened, only shown."""
+        event.stop()
+        self.app.notify(f"Links in replies are not opened: {one_line(event.href, 200)}", timeout=5)
+
+    def shown_text(self) -> str:
+        """The turn's text as the screen shows it, without styles (header, text, marks)."""
+        lines = [_plain(self._literal)]
+        if self.markdown and self._body is not None:
+            lines += [_plain(block) for block in self._body.query(Static) if not block.query(Static)]
+            if self._tail is not None and self._tail.display:
+                lines.append(_plain(self._tail))
+        return "\n".join(line for line in lines if line)
+
+
+def _plain(widget: Static) -> str:
+    content = widget.content
+    return content.plain if hasattr(content, "plain") else str(content)
+
+
+def _parser():
+    """Textual's "gfm-like" Markdown where a newline inside a paragraph is a line break (as in a
+    chat: a reply's lines stay lines; CommonMark joins them into one)."""
+    from markdown_it import MarkdownIt
+
+    parser = MarkdownIt("gfm-like")
+    parser.core.ruler.push("chat_line_breaks", _hard_breaks)
+    return parser
+
+
+def _hard_breaks(state) -> None:
+    for token in state.tokens:
+        for child in token.children or ():
+            if child.type == "softbreak":
+                child.type = "hardbreak"
+
+
+def last_code_block(text: str) -> tuple[str, str] | None:
+    """(code, language) of the last code block of ``text`` read as Markdown (fenced with ```
+    or ~~~, or indented, as the Markdown view shows them; an unclosed fence runs to the end),
+    or None."""
+    blocks = [t for t in _parser().parse(text) if t.type in ("fence", "code_block")]
+    if not blocks:
+        return None
+    last = blocks[-1]
+    language = last.info.split()[0] if last.info.split() else ""
+    return last.content.rstrip("\n"), language
 
 
 class NoteView(Static):
