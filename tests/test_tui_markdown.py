@@ -46,7 +46,9 @@ def _turns(app) -> list[TurnView]:
 
 
 def _blocks(turn: TurnView) -> list[str]:
-    return [type(block).__name__ for block in turn.query("Markdown > *")]
+    """The kinds of the reply's Markdown blocks, as Textual names them (the app's own paragraph
+    and code block are Textual's, updated in place)."""
+    return [next(c.__name__ for c in type(block).__mro__ if c.__module__.startswith("textual.")) for block in turn.query("Markdown > *")]
 
 
 async def test_reply_is_rendered_as_markdown_and_user_text_stays_literal(fresh_dirs):
@@ -244,3 +246,35 @@ def test_settings_markdown_field_loads_from_older_files():
     assert Settings.from_dict(Settings(markdown=False).to_dict()) == Settings(markdown=False)
     with pytest.raises(ValueError):
         Settings.from_dict({"markdown": "no"})
+
+
+async def test_a_streaming_markdown_reply_is_always_as_tall_as_its_text(fresh_dirs):
+    """The paragraph and the code block being streamed are repainted in place and laid out again
+    only when their height changes (tui/widgets/markdown_body.py): at every moment each is
+    exactly as tall as its text, and the turn as tall as its header and body."""
+    pieces = [f"word{i} " + ("\n" if i % 9 == 8 else "") for i in range(60)] + ["\n\n```\n"] + [f"line {i}\n" for i in range(30)]
+    app = MiniGPTApp(autoload=False)
+    async with app.run_test(size=(60, 40)) as pilot:
+        chat = app.views["chat"]
+        await fake_ready(pilot, app, FakeChat(pieces, delay=0.01))
+        inp = chat.query_one(ChatInput)
+        inp.load_text("go")
+        await pilot.press("enter")
+        heights = set()
+        await wait_until(pilot, lambda: chat.reply is not None, 10, "the reply")
+        while chat.reply is not None:
+            reply = chat.reply
+            await pilot.pause()
+            for block in reply.query("MarkdownParagraph, MarkdownFence Label"):
+                width = block.content_size.width
+                if block.is_mounted and width:
+                    assert block.content_size.height == block.visual.get_height(block.styles, width), reply.text
+            body = reply.query("Markdown")
+            if body and body.first().is_mounted and reply.content_size.height:
+                heights.add(body.first().outer_size.height)
+        assert len(heights) >= 4  # it grew while streaming
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        reply = _turns(app)[-1]
+        assert reply.content_size.height == reply.query_one(".turn-text").outer_size.height + reply.query_one("Markdown").outer_size.height
+        assert "line 29" in plain(reply) and "word59" in plain(reply)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -80,7 +81,7 @@ class TurnView(Widget):
     ``Markdown``, imported when the first one is shown: not in the first frame), or literally
     like user text when ``markdown`` is off (the chat's raw toggle: a base model's output is not
     Markdown).  Markdown gets the text with its control characters made visible (``visible``)
-    and never opens a link (``open_links=False``; a click only says where it points).
+    and never opens a link (a click only says where it points): tui/widgets/markdown_body.py.
 
     Children: ``.turn-text``, a Static with the header and, when the text is literal, the text,
     the ``[stopped]`` mark and the error (one widget, as before Markdown); under Markdown it holds
@@ -105,7 +106,7 @@ class TurnView(Widget):
         self._tail: Static | None = None  # "[stopped]" and the error under the Markdown body
         self._md_target = ""  # what the body must show (visible text)
         self._md_shown = ""  # what it shows (all of it parsed and mounted)
-        self._md_busy = False  # a worker is bringing the body up to date
+        self._md_wake: asyncio.Event | None = None  # set: the body's worker has more to show
         self._head: Text | None = None  # the header last put in .turn-text under Markdown
 
     # --- what is shown ---
@@ -172,6 +173,8 @@ class TurnView(Widget):
             for widget in (self._body, self._tail):
                 if widget is not None:
                     widget.display = False
+            if self._md_wake is not None:
+                self._md_wake.set()  # the body's worker sees the raw view and ends
             self.text_shown()
             return
         self._update_head()
@@ -234,45 +237,78 @@ class TurnView(Widget):
 
     # --- the Markdown body ---
     def _sync_body(self) -> None:
-        """Bring the Markdown body up to ``text`` on a worker; updates that come while it works
-        are taken together (the newest text wins), so a slow parse never queues a backlog."""
+        """Bring the Markdown body up to ``text``.  One worker per reply does it, from the turn's
+        mount (the body is mounted while the model thinks, not when the first piece comes) until
+        it has shown the finished reply; updates that come while it works are taken together (the
+        newest text wins), so a slow parse never queues a backlog."""
         self._md_target = visible(self.text)
-        if self._md_busy:
+        if self._md_wake is not None:  # the worker is on it
+            self._md_wake.set()
             return
-        if self._md_target == self._md_shown and (self._body is not None or not self._md_target):
+        if self._md_target == self._md_shown and (self._body is not None or not (self._md_target or self.streaming)):
             self.text_shown()
             return
-        self._md_busy = True
-        self.run_worker(self._bring_body_up_to_date(), group="turn-markdown", exit_on_error=True)
+        self._md_wake = asyncio.Event()
+        self._md_wake.set()
+        self.run_worker(self._keep_body_up_to_date(self._md_wake), group="turn-markdown", exit_on_error=True)
 
-    async def _bring_body_up_to_date(self) -> None:
-        """Only ``Markdown.append`` from an empty document: it parses again from the start of the
-        last block it made (``update`` leaves its place at the document's end, and an append
-        after it replaced the last block with the new text's first)."""
+    async def _keep_body_up_to_date(self, wake: asyncio.Event) -> None:
+        """Only ``Markdown.append``, from an empty document: it parses again from the start of the
+        last block it made (after ``update`` an append replaced the last block with the new
+        text's first: ``update`` leaves its place at the document's end)."""
         try:
-            while True:
-                target = self._md_target
-                if self._body is None:
-                    if not target:
-                        break
-                    from textual.widgets import Markdown
-
-                    self._body = Markdown(open_links=False, classes="turn-md", parser_factory=_parser)
-                    await self.mount(self._body, after=self._literal)
-                    self._md_shown = ""
-                if target == self._md_shown:
+            while self.markdown:
+                await wake.wait()
+                wake.clear()
+                if not self.markdown:  # raw text now: F9 again starts a worker
                     break
-                if target.startswith(self._md_shown):
-                    await self._body.append(target[len(self._md_shown):])
-                else:  # not a continuation (the final text decoded again): the whole text anew
-                    with self.app.batch_update():
-                        await self._body.update("")
-                        await self._body.append(target)
-                self._md_shown = target
+                if self._body is None:
+                    self._body = self._new_body()
+                    await self.mount(self._body, after=self._literal)
+                    if self.streaming and not self._md_target:
+                        await self._body.prepare()  # while the model thinks
+                        self._mark_first_block()
+                target = self._md_target
+                if target != self._md_shown:
+                    if target.startswith(self._md_shown):
+                        await self._body.append(target[len(self._md_shown):])
+                    else:  # not a continuation (the final text decoded again): a new body
+                        await self._replace_body(target)
+                    self._md_shown = target
+                    self._mark_first_block()
+                if self._md_target != self._md_shown:
+                    wake.set()  # more came meanwhile
+                    continue
+                if self._md_shown or not self.streaming:
+                    self.text_shown()
+                if not self.streaming:
+                    break
         finally:
-            self._md_busy = False
-        if self.markdown:
-            self.text_shown()
+            self._md_wake = None
+
+    def _new_body(self):
+        from tui.widgets.markdown_body import ReplyMarkdown
+
+        self._md_shown = ""
+        return ReplyMarkdown(classes="turn-md")
+
+    async def _replace_body(self, text: str) -> None:
+        """A new body showing ``text`` in place of the old one, swapped in one frame."""
+        old, new = self._body, self._new_body()
+        new.display = False
+        with self.app.batch_update():
+            await self.mount(new, after=old)
+            await new.append(text)
+            self._body = new
+            new.display = True
+            await old.remove()
+
+    def _mark_first_block(self) -> None:
+        """The body's first block has no margin above it (.-first-block in app.tcss).  Blocks
+        are added at the end, and only the last one is replaced: the first changes rarely."""
+        first = self._body.children[0] if self._body.children else None
+        if first is not None and not first.has_class("-first-block"):
+            first.add_class("-first-block")
 
     def on_markdown_link_clicked(self, event) -> None:
         """Links in a reply are the model's: never opened, only shown."""
@@ -294,28 +330,13 @@ def _plain(widget: Static) -> str:
     return content.plain if hasattr(content, "plain") else str(content)
 
 
-def _parser():
-    """Textual's "gfm-like" Markdown where a newline inside a paragraph is a line break (as in a
-    chat: a reply's lines stay lines; CommonMark joins them into one)."""
-    from markdown_it import MarkdownIt
-
-    parser = MarkdownIt("gfm-like")
-    parser.core.ruler.push("chat_line_breaks", _hard_breaks)
-    return parser
-
-
-def _hard_breaks(state) -> None:
-    for token in state.tokens:
-        for child in token.children or ():
-            if child.type == "softbreak":
-                child.type = "hardbreak"
-
-
 def last_code_block(text: str) -> tuple[str, str] | None:
     """(code, language) of the last code block of ``text`` read as Markdown (fenced with ```
     or ~~~, or indented, as the Markdown view shows them; an unclosed fence runs to the end),
     or None."""
-    blocks = [t for t in _parser().parse(text) if t.type in ("fence", "code_block")]
+    from tui.widgets.markdown_body import chat_parser
+
+    blocks = [t for t in chat_parser().parse(text) if t.type in ("fence", "code_block")]
     if not blocks:
         return None
     last = blocks[-1]
