@@ -15,7 +15,19 @@
   shows it (first piece on screen to the whole reply on screen; the app decodes it in its child
   process once that is ready, as it does for a user) against the same reply decoded without a
   UI (``ChatModel.stream`` on a thread, the same weights, as the CLI decodes), alternating (the
-  UI must not starve the decode); the ratio is the median of the rounds' ratios.
+  UI must not starve the decode); the ratio is the median of the rounds' ratios.  The app shows
+  replies as Markdown by default: these are its numbers.
+* onscreen_plain_tokens_per_s / onscreen_markdown_tokens_per_s / markdown_onscreen_ratio: that
+  same reply (same seed, same tokens) shown as raw text (F9: one literal Static, the view before
+  Markdown) and as Markdown, each round both, in alternating order.  The ratio (target >= 0.9)
+  is the median of the rounds' plain / Markdown time from Enter to the whole reply on screen:
+  the reply's tokens/s counted from Enter, the same decode in both (counted from each view's
+  first piece, Markdown would gain the few ms its body takes to appear: ``markdown_views``
+  has that ratio too, the times to the first piece and the UI thread's CPU time).
+* markdown_rich: the same comparison for a reply that is all Markdown (headings, lists, a
+  table, code blocks: ``MARKDOWN_REPLY``), replayed through the app's real streaming path at a
+  fixed pace (``ReplayChat``: a word-sized piece every ``REPLAY_INTERVAL_S``, sleeping between,
+  so no decode competes with the UI): what Markdown costs where it has the most to parse.
 
 Uses the current environment's checkpoint store (XDG variables relocate it).
 """
@@ -95,7 +107,7 @@ def first_frame(checkpoint: str | None, timeout: float = 60.0, floor_keys: list[
         return (float(stamp) - t0) * 1000.0, torch_loaded == "1"
 
 
-async def _first_tokens(checkpoint: str, runs: int) -> list[float]:
+async def _first_tokens(checkpoint: str, runs: int, onscreen_only: bool = False) -> tuple[list[float], dict]:
     from engine.store.settings import Sampling
 
     from tui.app import MiniGPTApp
@@ -103,18 +115,19 @@ async def _first_tokens(checkpoint: str, runs: int) -> list[float]:
 
     shown_at: list[float] = []
     finished_at: list[float] = []
-    original, original_finish = TurnView.set_text, TurnView.finish
+    original = TurnView.text_shown
 
-    def spy(self, text):
-        original(self, text)
-        if text and not shown_at:
+    def spy(self):
+        """The reply's text is on screen (a literal update, or the Markdown body caught up)."""
+        original(self)
+        if self.role != "assistant":
+            return
+        if self.text and not shown_at:
             shown_at.append(time.perf_counter())
+        if not self.streaming:  # the reply is over and all of it is on screen
+            finished_at.append(time.perf_counter())
 
-    def spy_finish(self, *args, **kwargs):
-        original_finish(self, *args, **kwargs)
-        finished_at.append(time.perf_counter())
-
-    TurnView.set_text, TurnView.finish = spy, spy_finish
+    TurnView.text_shown = spy
     # Leave the user's settings and conversations alone: a throw-away config dir and database.
     scratch = tempfile.TemporaryDirectory(prefix="minigpt-bench-app-")
     old_config = os.environ.get("XDG_CONFIG_HOME")
@@ -132,7 +145,7 @@ async def _first_tokens(checkpoint: str, runs: int) -> list[float]:
                 active_checkpoint=app.settings.active_checkpoint, sampling=Sampling(max_new_tokens=16, seed=0)
             )
             chat = app.views["chat"]
-            for i in range(runs + 1):  # the first one warms up (first forward pass allocations)
+            for i in range(0 if onscreen_only else runs + 1):  # the first one warms up (first forward pass allocations)
                 await pilot.press("ctrl+n")
                 await pilot.pause()
                 inp = chat.query_one("#chat-input")
@@ -152,10 +165,11 @@ async def _first_tokens(checkpoint: str, runs: int) -> list[float]:
                 while chat.reply is not None:
                     await pilot.pause(0.05)
             onscreen = await _onscreen_rate(app, pilot, chat, shown_at, finished_at, runs)
+            onscreen["markdown_rich"] = await _markdown_rich_rate(app, pilot, chat, shown_at, finished_at, runs)
             await app.run_action("quit")
         return times, onscreen
     finally:
-        TurnView.set_text, TurnView.finish = original, original_finish
+        TurnView.text_shown = original
         if old_config is None:
             os.environ.pop("XDG_CONFIG_HOME", None)
         else:
@@ -167,10 +181,71 @@ ONSCREEN_PROMPT = "The history of the city begins in the year"
 ONSCREEN_TOKENS = 90
 
 
+async def _show_reply(app, pilot, chat, prompt: str, markdown: bool, shown_at: list, finished_at: list) -> dict:
+    """Send ``prompt`` in a new chat with replies shown as Markdown or raw: seconds from the
+    first piece on screen to the whole reply on screen (``span``), from Enter to the first piece
+    and to the whole reply on screen, the reply's text, the UI thread's CPU seconds."""
+    from dataclasses import replace
+
+    app.settings = replace(app.settings, markdown=markdown)  # (not saved: a throw-away config dir anyway)
+    await pilot.press("ctrl+n")
+    await pilot.pause()
+    inp = chat.query_one("#chat-input")
+    inp.load_text(prompt)
+    inp.focus()
+    await pilot.pause()
+    shown_at.clear()
+    finished_at.clear()
+    ui_cpu0 = time.thread_time()
+    t0 = time.perf_counter()
+    await pilot.press("enter")
+    deadline = time.monotonic() + 120
+    while (chat.reply is not None or not finished_at) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)  # the spy holds the times: polling often would itself take the GIL
+    ui_cpu = time.thread_time() - ui_cpu0
+    await pilot.pause()
+    reply = chat.turns[-1] if chat.turns and chat.turns[-1].role == "assistant" else None
+    views = [v for v in chat.view.query("TurnView") if v.role == "assistant"]
+    if views and views[-1].markdown != markdown:
+        raise RuntimeError("the reply was not shown the way the round asked")
+    span = finished_at[-1] - shown_at[0] if shown_at and finished_at and finished_at[-1] > shown_at[0] else None
+    return {
+        "span": span,
+        "first": shown_at[0] - t0 if shown_at else None,
+        "whole": finished_at[-1] - t0 if finished_at else None,
+        "text": reply.content if reply is not None else None,
+        "cpu": ui_cpu,
+    }
+
+
+def _compare_views(rounds: list[dict], tokens: int) -> dict:
+    """Plain (raw text) against Markdown over the rounds, each round a dict {markdown: shown}.
+    The ratio counts from Enter (the same decode in both: what differs is the screen's work): a
+    Markdown body starts showing a little later, which would flatter its rate from its first piece."""
+    med = lambda xs: statistics.median(xs) if xs else None  # noqa: E731
+    both = [r for r in rounds if all(r[m]["span"] and r[m]["whole"] for m in (False, True))]
+    rate = {m: [(tokens - 1) / r[m]["span"] for r in both] for m in (False, True)}
+    from_enter = [r[False]["whole"] / r[True]["whole"] for r in both]
+    from_first = [r[False]["span"] / r[True]["span"] for r in both]
+    return {
+        "plain_tokens_per_s": med(rate[False]),
+        "markdown_tokens_per_s": med(rate[True]),
+        "ratio": med(from_enter),
+        "ratio_runs": [round(x, 3) for x in from_enter],
+        "ratio_from_first_piece": med(from_first),
+        "plain_enter_to_whole_ms": round(med([r[False]["whole"] for r in both]) * 1000, 1) if both else None,
+        "markdown_enter_to_whole_ms": round(med([r[True]["whole"] for r in both]) * 1000, 1) if both else None,
+        "plain_first_piece_ms": round(med([r[False]["first"] for r in both]) * 1000, 1) if both else None,
+        "markdown_first_piece_ms": round(med([r[True]["first"] for r in both]) * 1000, 1) if both else None,
+        "plain_ui_thread_cpu_ms": round(med([r[False]["cpu"] for r in both]) * 1000, 1) if both else None,
+        "markdown_ui_thread_cpu_ms": round(med([r[True]["cpu"] for r in both]) * 1000, 1) if both else None,
+    }
+
+
 async def _onscreen_rate(app, pilot, chat, shown_at: list, finished_at: list, runs: int) -> dict:
     """Tokens/s of a reply as the screen shows it (first piece painted to the whole reply
     painted) against the same reply decoded headless (no UI), alternating, same weights, same
-    prompt ids and seed (so the same tokens)."""
+    prompt ids and seed (so the same tokens); each round shows it as raw text and as Markdown."""
     from engine.events import GenerationFinished
     from engine.generation.chat_model import ChatModel
     from engine.store.settings import Sampling
@@ -189,49 +264,146 @@ async def _onscreen_rate(app, pilot, chat, shown_at: list, finished_at: list, ru
         sampling=Sampling(temperature=0.8, top_k=50, top_p=1.0, repetition_penalty=1.0, max_new_tokens=ONSCREEN_TOKENS, seed=0),
     )
     ids = model.encode_chat([{"role": "user", "content": ONSCREEN_PROMPT}])
-    headless, onscreen, same, ui_cpu = [], [], True, []
+    headless, onscreen, same, rounds = [], [], True, []
     for i in range(runs + 1):  # the first round warms up
         def decode():
             return [e for e in plain.stream(ids, app.settings.sampling) if isinstance(e, GenerationFinished)][-1]
 
         done = await asyncio.to_thread(decode)
-        await pilot.press("ctrl+n")
-        await pilot.pause()
-        inp = chat.query_one("#chat-input")
-        inp.load_text(ONSCREEN_PROMPT)
-        inp.focus()
-        await pilot.pause()
-        shown_at.clear()
-        finished_at.clear()
-        ui_cpu0 = time.thread_time()
-        await pilot.press("enter")
-        deadline = time.monotonic() + 120
-        while (chat.reply is not None or not finished_at) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)  # the spies hold the times: polling often would itself take the GIL
-        ui_cpu.append(time.thread_time() - ui_cpu0)
-        await pilot.pause()
-        reply = chat.turns[-1] if chat.turns else None
-        same = same and reply is not None and reply.content == done.text
-        if i and shown_at and finished_at and done.new_tokens > 1 and finished_at[-1] > shown_at[0]:
-            onscreen.append((done.new_tokens - 1) / (finished_at[-1] - shown_at[0]))
+        shown = {}
+        for markdown in ((False, True) if i % 2 else (True, False)):  # alternating which goes first
+            shown[markdown] = await _show_reply(app, pilot, chat, ONSCREEN_PROMPT, markdown, shown_at, finished_at)
+            same = same and shown[markdown]["text"] == done.text
+        if i and shown[True]["span"] and done.new_tokens > 1:
+            onscreen.append((done.new_tokens - 1) / shown[True]["span"])
             headless.append(done.tokens_per_s)
+            rounds.append(shown)
     on = statistics.median(onscreen) if onscreen else None
     head = statistics.median([h for h in headless if h]) if any(headless) else None
     # each on-screen reply against the headless one decoded just before it: the VM's speed
     # drifts between rounds, so the ratio is the median of the rounds' ratios
     paired = [o / h for o, h in zip(onscreen, headless) if h]
+    views = _compare_views(rounds, done.new_tokens)
     return {
         "onscreen_tokens_per_s": on,
         "headless_tokens_per_s": head,
         "onscreen_ratio": statistics.median(paired) if paired else None,
         "onscreen_ratio_runs": [round(r, 3) for r in paired],
+        "onscreen_plain_tokens_per_s": views["plain_tokens_per_s"],
+        "onscreen_markdown_tokens_per_s": views["markdown_tokens_per_s"],
+        "markdown_onscreen_ratio": views["ratio"],
+        "markdown_views": views,
         "onscreen_decode_path": model.decode_path,
         "onscreen_decode_process": model.in_child_process,
         "onscreen_decode_process_note": model.process_note,
         "onscreen_same_text": same,
         "onscreen_new_tokens": done.new_tokens,
-        "onscreen_ui_thread_cpu_ms": round(statistics.median(ui_cpu) * 1000, 1),
+        "onscreen_ui_thread_cpu_ms": views["markdown_ui_thread_cpu_ms"],
     }
+
+
+MARKDOWN_REPLY = """## Training a small model
+
+Start with a **virtual environment**, then install the package:
+
+```bash
+python3 -m venv .venv
+.venv/bin/pip install -e .
+```
+
+The presets differ in *width* and *depth*:
+
+| preset | layers | width | parameters |
+| --- | --- | --- | --- |
+| tiny | 2 | 64 | 0.8 M |
+| seed | 6 | 128 | 7 M |
+| small | 6 | 384 | 30 M |
+
+1. Pick a dataset (`builtin`, `chitchat` or WikiText-2).
+2. Choose a time budget such as `3m`.
+3. Watch the loss fall on the training screen:
+   - the smoothed curve follows the trend,
+   - the validation loss says whether it generalises.
+
+> A model trained for three minutes answers in short sentences; give it an hour for more.
+
+```python
+from engine.generation.chat_model import ChatModel
+
+chat = ChatModel.from_checkpoint("seed-chitchat")
+for event in chat.stream(chat.encode_chat([{"role": "user", "content": "Hello!"}])):
+    print(event)
+```
+
+That is all: **Esc** stops a reply, and `F9` shows this text raw.
+"""
+REPLAY_INTERVAL_S = 0.002  # a piece every 2 ms: ~500 pieces/s, about the seed preset's decode on 2 cores
+
+
+class ReplayChat:
+    """Streams ``MARKDOWN_REPLY`` in word-sized pieces at a fixed pace, sleeping between them
+    (no decode takes the CPU or the GIL): the UI's cost alone.  ChatModel's streaming API."""
+
+    in_child_process = False
+    decode_path = "replay"
+
+    def __init__(self, text: str, interval: float):
+        import re
+
+        self.pieces = re.findall(r"\s*\S+|\s+", text)
+        self.text, self.interval = text, interval
+
+    def fit_chat(self, messages, max_new_tokens):
+        return [1, 2, 3], 0
+
+    def encode_chat(self, messages):
+        return [1, 2, 3]
+
+    def close_process(self) -> None:
+        pass
+
+    def stream(self, prompt, sampling=None, stop=None, details=False):
+        from engine.events import GenerationFinished, GenerationStarted, TokenGenerated
+
+        yield GenerationStarted(prompt_tokens=3, truncated_tokens=0, max_new_tokens=len(self.pieces))
+        t0 = time.perf_counter()
+        for i, piece in enumerate(self.pieces):
+            time.sleep(max(0.0, t0 + i * self.interval - time.perf_counter()))
+            yield TokenGenerated(text=piece, index=i, elapsed_s=time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        yield GenerationFinished(self.text, len(self.pieces), "eos", elapsed, len(self.pieces) / elapsed, 0.0)
+
+
+async def _markdown_rich_rate(app, pilot, chat, shown_at: list, finished_at: list, runs: int) -> dict:
+    """``MARKDOWN_REPLY`` replayed at a fixed pace, shown as raw text and as Markdown,
+    alternating: pieces/s on screen (first piece shown to the whole reply shown)."""
+    real = app.chat_model
+    replay = ReplayChat(MARKDOWN_REPLY, REPLAY_INTERVAL_S)
+    app.chat_model = replay
+    rounds, same = [], True
+    try:
+        for i in range(runs + 1):  # the first round warms up (imports, the highlighter)
+            shown = {}
+            for markdown in ((False, True) if i % 2 else (True, False)):
+                shown[markdown] = await _show_reply(app, pilot, chat, "How do I train a model?", markdown, shown_at, finished_at)
+                same = same and shown[markdown]["text"] == MARKDOWN_REPLY
+            if i:
+                rounds.append(shown)
+    finally:
+        app.chat_model = real
+    return {"pieces": len(replay.pieces), "paced_pieces_per_s": round(1 / REPLAY_INTERVAL_S), **_compare_views(rounds, len(replay.pieces)), "same_text": same}
+
+
+ONSCREEN_METHOD = (
+    f"on-screen tokens/s: Pilot, {ONSCREEN_TOKENS}-token reply (top-k 50, seed), first piece shown to the whole reply "
+    "shown (TurnView.text_shown: for Markdown, once the body has caught up), vs the same reply decoded headless "
+    "(ChatModel.stream on a thread, no UI), alternating; the ratio: median of each round's on-screen (Markdown, the "
+    "default view) / headless; the same reply shown as raw text and as Markdown each round (alternating which first): "
+    "markdown_onscreen_ratio, the median of the rounds' plain / Markdown time from Enter to the whole reply on screen "
+    "(its tokens/s counted from Enter; markdown_views has the rest); markdown_rich: a Markdown-only reply "
+    f"({len(MARKDOWN_REPLY)} characters) replayed through the app's streaming path at one word-sized piece every "
+    f"{REPLAY_INTERVAL_S * 1000:.0f} ms, raw text vs Markdown, alternating"
+)
 
 
 def measure_app(checkpoint: str, runs: int = 3) -> dict:
@@ -258,11 +430,30 @@ def measure_app(checkpoint: str, runs: int = 3) -> dict:
         "method": "first frame: fresh process in an 80x24 pty, timestamp hook, bytecode cached (one untimed launch first), "
         "alternating with two bare Textual apps (bench/textual_floor.py: one line of text, the floor; and the chat screen's "
         "widgets with the same footer keys, the chat floor; app_minus_chat_floor_ms: median of the per-round differences); first token: Pilot, Enter to reply text on screen; "
-        f"on-screen tokens/s: Pilot, {ONSCREEN_TOKENS}-token reply (top-k 50, seed), first piece shown to the whole reply "
-        "shown, vs the same reply decoded headless (ChatModel.stream on a thread, no UI), alternating; the ratio: median of "
-        "each round's on-screen / headless",
+        + ONSCREEN_METHOD,
     }
 
 
+def measure_onscreen(checkpoint: str, runs: int = 3) -> dict:
+    """The on-screen part alone (no launches, no first-token rounds): plain vs Markdown."""
+    _, onscreen = asyncio.run(_first_tokens(checkpoint, runs, onscreen_only=True))
+    return {**onscreen, "method": ONSCREEN_METHOD}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """``python -m bench.app_latency [CHECKPOINT] [--runs N] [--onscreen]``: the app section as
+    JSON (``--onscreen``: only the on-screen rates, raw text vs Markdown, in a minute or two)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m bench.app_latency")
+    p.add_argument("checkpoint", nargs="?", default="quality")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--onscreen", action="store_true", help="only the on-screen tokens/s (plain vs Markdown)")
+    a = p.parse_args(argv)
+    report = measure_onscreen(a.checkpoint, a.runs) if a.onscreen else measure_app(a.checkpoint, a.runs)
+    print(json.dumps(report, indent=2))
+    return report
+
+
 if __name__ == "__main__":
-    print(json.dumps(measure_app(sys.argv[1] if len(sys.argv) > 1 else "quality"), indent=2))
+    main()

@@ -50,6 +50,10 @@ def markdown(r: dict) -> str:
     if a.get("onscreen_ratio"):
         rows.append(("app: a reply's tokens/s on screen / the same reply headless", "",
                      f"{_n(a.get('onscreen_tokens_per_s'))} / {_n(a.get('headless_tokens_per_s'))}", f"{a['onscreen_ratio']:.2f}", ">= 0.80"))
+    if a.get("markdown_onscreen_ratio"):
+        rows.append(("app: the same reply's tokens/s on screen as Markdown / as raw text (counted from Enter)", "",
+                     f"{_n(a.get('onscreen_markdown_tokens_per_s'))} / {_n(a.get('onscreen_plain_tokens_per_s'))}",
+                     f"{a['markdown_onscreen_ratio']:.2f}", ">= 0.90"))
     rows += [
         ("app: first frame after launch / first reply token after Enter", "",
          f"{_n(a.get('first_frame_ms'))} ms / {_n(a.get('first_token_ms'))} ms", "", "<= 500 / <= 150 ms"),

@@ -91,6 +91,7 @@ settings_like = st.fixed_dictionaries(
     optional={
         "active_checkpoint": json_values,
         "theme": json_values,
+        "markdown": json_values,
         "sampling": st.fixed_dictionaries({}, optional={k: json_values for k in ("temperature", "top_k", "top_p", "max_new_tokens", "seed", "repetition_penalty")}) | json_values,
     },
 )

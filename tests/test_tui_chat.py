@@ -104,21 +104,27 @@ async def test_stop_hint_follows_the_keymap(fresh_dirs):
 
 
 async def test_streaming_reply_grows_with_its_text(fresh_dirs):
-    """A streaming reply repaints in place and is laid out again only when its height changes:
-    at every moment the turn is exactly as tall as its text (nothing clipped, no blank tail)."""
+    """A streaming reply shown as raw text repaints in place and is laid out again only when its
+    height changes: at every moment the turn is exactly as tall as its text (nothing clipped, no
+    blank tail)."""
+    from dataclasses import replace
+
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(60, 40)) as pilot:
         chat = app.views["chat"]
         await fake_ready(pilot, app, FakeChat([f"word{i} " + ("\n" if i % 9 == 8 else "") for i in range(120)], delay=0.01))
+        app.settings = replace(app.settings, markdown=False)  # the literal path (Markdown lays itself out)
         await _send(pilot, "go")
         heights = set()
         await wait_until(pilot, lambda: chat.reply is not None, 10, "the reply")
         while chat.reply is not None:
             reply = chat.reply
+            text = reply.query_one(".turn-text")  # the header and the literal text, one Static
             await pilot.pause()
-            if reply.is_mounted and reply.content_size.width:
-                assert reply.content_size.height == reply.visual.get_height(reply.styles, reply.content_size.width), reply.text
-                heights.add(reply.content_size.height)
+            if text.is_mounted and text.content_size.width:
+                assert not reply.markdown and reply.content_size.height == text.content_size.height
+                assert text.content_size.height == text.visual.get_height(text.styles, text.content_size.width), reply.text
+                heights.add(text.content_size.height)
         assert len(heights) >= 4  # it grew while streaming, line by line
 
 
@@ -138,8 +144,19 @@ async def test_markup_and_escapes_shown_literally(fresh_dirs):
         assert "[italic]me[/italic]" in plain(user) and "\x1b" not in plain(user)
         # the stored text is the real text; only the display is made safe
         assert chat.turns[-1].content == "".join(nasty)
-        # nothing was interpreted as style: the reply has no bold/link spans from the text
-        rendered = reply.content
+        # nothing was interpreted as Rich markup: no bold from "[bold]", no link from "[link=...]"
+        # (Markdown makes a link of the bare URL, never opened: tests/test_tui_markdown.py)
+        from textual.widgets import Static
+
+        assert reply.markdown
+        spans = [span for block in reply.query_one("Markdown").query(Static) for span in getattr(block.content, "spans", [])]
+        assert not any("bold" in str(span.style) or "strong" in str(span.style) for span in spans), spans
+        assert all(str(getattr(span.style, "meta", {}).get("@click", "")) in ("", "link('http://x.test')") for span in spans), spans
+        # the raw text view (F9): one literal Static, its only style the header's
+        await pilot.press("f9")
+        assert not reply.markdown
+        rendered = reply.query_one(".turn-text").content
+        assert "[bold]big[/bold]" in plain(reply) and "\x1b" not in plain(reply)
         assert not any("bold" in str(span.style) or "link" in str(span.style) for span in getattr(rendered, "spans", [])[1:])
         # the conversation list shows the title literally too (a DataTable parses str cells as markup)
         await pilot.press("f5")

@@ -111,6 +111,40 @@ def test_snapshot_chat_versions(fresh_dirs, snap_compare):
     assert snap_compare(MiniGPTApp(autoload=False), terminal_size=SIZE, run_before=run_before)
 
 
+MARKDOWN_REPLY = [
+    "## Install\n\n",
+    "1. Make a *virtual* environment\n",
+    "2. Install it with `pip`:\n\n",
+    "```bash\n",
+    "pip install -e .\n",
+    "minigpt-tui --checkpoint t1\n",
+    "```\n\n",
+    "- **Esc** stops a reply\n",
+    "- [bold]not markup[/bold]\n\n",
+    "> Replies are Markdown;\n",
+    "> F9 shows the raw text.",
+]
+
+
+def test_snapshot_markdown_reply(fresh_dirs, snap_compare):
+    """A reply rendered as Markdown: a heading, an ordered list with inline code, a fenced code
+    block (highlighted), a bullet list with bold and literal brackets, a quote."""
+
+    async def run_before(pilot):
+        app = pilot.app
+        await wait_until(pilot, lambda: app.model_status == "none", 30, "start-up")
+        app.chat_model, app.active_name, app.model_status = FakeChat(MARKDOWN_REPLY), "wiki-seed", "ready"
+        chat = app.views["chat"]
+        inp = chat.query_one("#chat-input")
+        inp.load_text("How do I install it?")
+        await wait_until(pilot, lambda: app.focused is inp, 5, "focus on the input")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: chat.reply is None, 10, "reply")
+        await _settle(pilot)
+
+    assert snap_compare(MiniGPTApp(autoload=False), terminal_size=SIZE, run_before=run_before)
+
+
 def test_snapshot_training_form(fresh_dirs, snap_compare):
     async def run_before(pilot):
         await wait_until(pilot, lambda: pilot.app.model_status == "none", 30, "start-up")

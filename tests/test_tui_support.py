@@ -14,7 +14,10 @@ from engine.events import GenerationFinished, GenerationStarted, TokenGenerated
 
 
 def plain(widget) -> str:
-    """The text a Static shows (content may be a str, rich Text or Content)."""
+    """The text a Static shows (content may be a str, rich Text or Content), or a chat turn
+    (TurnView.shown_text: its header, text as shown, marks)."""
+    if hasattr(widget, "shown_text"):
+        return widget.shown_text()
     content = widget.content
     return content.plain if hasattr(content, "plain") else str(content)
 

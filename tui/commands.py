@@ -18,6 +18,8 @@ COMMANDS = [
     ("Conversations", "Saved conversations: open, search, rename, delete, export (Markdown, JSONL), import JSONL (<app.conversations>)", "conversations"),
     ("New chat", "Start a new conversation (<chat.new>)", "new_chat"),
     ("Copy the last reply", "To the clipboard (<chat.copy>)", "chat_action('copy_reply')"),
+    ("Copy the last code block", "The last code block of the last reply, to the clipboard (<chat.copy_code> in the chat)", "chat_action('copy_code')"),
+    ("Toggle raw text / Markdown replies", "Show replies as their raw text or as Markdown; remembered (<chat.raw> in the chat)", "chat_action('toggle_raw')"),
     ("Regenerate the last reply", "Ask the model again: a new version, the earlier one is kept (<chat.regenerate> in the chat)", "chat_action('regenerate')"),
     ("Edit the last message", "Take it back into the input: sent, it is a new version with its own reply (<chat.edit>)", "chat_action('edit_last')"),
     ("Correct the last reply", "Your text becomes its new version, marked as written by you: train on it (<chat.correct>)", "chat_action('correct_reply')"),

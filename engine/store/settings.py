@@ -1,4 +1,4 @@
-"""User settings (active checkpoint, sampling defaults, theme) in ``user_config_dir/settings.json``."""
+"""User settings (active checkpoint, sampling defaults, theme, Markdown or raw replies) in ``user_config_dir/settings.json``."""
 
 from __future__ import annotations
 
@@ -54,6 +54,7 @@ class Settings:
     active_checkpoint: str | None = None
     sampling: Sampling = field(default_factory=Sampling)
     theme: str = "textual-dark"
+    markdown: bool = True  # replies shown as Markdown (False: their raw text); the chat's F9
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,8 +69,13 @@ class Settings:
             raise ValueError("active_checkpoint must be a string")
         if not isinstance(theme, str):
             raise ValueError("theme must be a string")
+        markdown = data.get("markdown", cls.markdown)  # absent in files from before it: on
+        if not isinstance(markdown, bool):
+            raise ValueError("markdown must be true or false")
         sampling = data.get("sampling")
-        return cls(active_checkpoint=active, sampling=Sampling.from_dict({} if sampling is None else sampling), theme=theme)
+        return cls(
+            active_checkpoint=active, sampling=Sampling.from_dict({} if sampling is None else sampling), theme=theme, markdown=markdown
+        )
 
 
 def load_settings(path: Path | None = None, notify: Callable[[str], None] | None = None) -> Settings:

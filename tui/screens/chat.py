@@ -74,6 +74,9 @@ class ChatScreen(Screen):
         # (Ctrl+Y is the input's redo; Ctrl+S is free in the chat and the input)
         Binding("ctrl+s", "system_prompt", "System prompt", id="chat.system"),
         Binding("f8", "inspect", "Inspect tokens", id="chat.inspect"),
+        # Neither is the input's (TextArea) nor the app's (F1-F7), nor a terminal's (Ctrl+B: tmux)
+        Binding("ctrl+l", "copy_code", "Copy code", id="chat.copy_code", show=False),
+        Binding("f9", "toggle_raw", "Raw text", id="chat.raw", show=False),
     ]
 
     def __init__(self):
@@ -560,6 +563,36 @@ class ChatScreen(Screen):
             return
         self.app.copy_to_clipboard(turn.content)  # OSC 52: works over SSH too
         self.app.notify(f"Copied the last reply ({len(turn.content):,} characters)", timeout=2)
+
+    def action_copy_code(self) -> None:
+        """The last code block of the last reply (read as Markdown, whatever the view shows)."""
+        from tui.widgets.turns import last_code_block
+
+        turn = self._last_reply()
+        if turn is None or not turn.content:
+            self.app.notify("No reply yet: no code block to copy", severity="warning")
+            return
+        found = last_code_block(turn.content)
+        if found is None:
+            self.app.notify("The last reply has no code block", severity="warning")
+            return
+        code, language = found
+        self.app.copy_to_clipboard(code)  # OSC 52, like Ctrl+O
+        lines = code.count("\n") + 1 if code else 0
+        what = f"{language} code block" if language else "code block"
+        self.app.notify(f"Copied the last {what} ({lines} line{'s' if lines != 1 else ''})", timeout=2)
+
+    def action_toggle_raw(self) -> None:
+        """Replies as Markdown or as their raw text (every reply shown, and the setting)."""
+        from dataclasses import replace
+
+        app = self.app
+        markdown = not app.settings.markdown
+        app.settings = replace(app.settings, markdown=markdown)
+        app._save_settings()
+        for view in self.view.query(TurnView):
+            view.set_markdown(markdown)
+        app.notify("Replies shown as Markdown" if markdown else "Replies shown as raw text", timeout=2)
 
     def action_inspect(self) -> None:
         """The token inspector over the last reply of this session."""

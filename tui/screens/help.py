@@ -49,6 +49,8 @@ EXPLAIN = {
     "chat.new": "new chat",
     "chat.train_default": "train the default model (first run)",
     "chat.copy": "copy the last reply (works over SSH too)",
+    "chat.copy_code": "copy the last code block of the last reply",
+    "chat.raw": "replies as raw text / as Markdown (remembered; your messages are always shown as typed)",
     "chat.regenerate": "regenerate the last reply (a new version; the earlier one is kept)",
     "chat.edit": "edit the last message: sent, it is a new version with its own reply (the earlier one is kept)",
     "chat.correct": "correct the last reply: your text becomes its new version, marked as written by you (train on it)",
