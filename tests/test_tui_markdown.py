@@ -248,22 +248,34 @@ def test_settings_markdown_field_loads_from_older_files():
         Settings.from_dict({"markdown": "no"})
 
 
-async def test_a_streaming_markdown_reply_is_always_as_tall_as_its_text(fresh_dirs):
+async def test_a_streaming_markdown_reply_is_always_as_tall_as_its_text(fresh_dirs, monkeypatch):
     """The paragraph and the code block being streamed are repainted in place and laid out again
-    only when their height changes (tui/widgets/markdown_body.py): at every moment each is
-    exactly as tall as its text, and the turn as tall as its header and body."""
+    only when their height changes (tui/widgets/markdown_body.py): after every piece each is
+    exactly as tall as its text, and the turn as tall as its header and body.  (The pieces come
+    one at a time, each shown and laid out before the next: checked between an update and its
+    layout, a block is not yet its new height on any path.)"""
+    import tui.screens.chat as chat_screen
+    from test_tui_chat import GatedChat
+    from tui.safe import visible
+
+    monkeypatch.setattr(chat_screen, "REPLY_UPDATE_INTERVAL_S", 0)  # every piece is posted
     pieces = [f"word{i} " + ("\n" if i % 9 == 8 else "") for i in range(60)] + ["\n\n```\n"] + [f"line {i}\n" for i in range(30)]
+    model = GatedChat(pieces)
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(60, 40)) as pilot:
         chat = app.views["chat"]
-        await fake_ready(pilot, app, FakeChat(pieces, delay=0.01))
+        await fake_ready(pilot, app, model)
         inp = chat.query_one(ChatInput)
         inp.load_text("go")
         await pilot.press("enter")
         heights = set()
         await wait_until(pilot, lambda: chat.reply is not None, 10, "the reply")
-        while chat.reply is not None:
-            reply = chat.reply
+        reply = chat.reply
+        for n in range(1, len(pieces)):
+            model.let(1)
+            want = visible("".join(pieces[:n]))
+            await wait_until(pilot, lambda: reply._md_shown == want, 10, f"piece {n} in the body")
+            await pilot.pause()
             await pilot.pause()
             for block in reply.query("MarkdownParagraph, MarkdownFence Label"):
                 width = block.content_size.width
@@ -272,6 +284,8 @@ async def test_a_streaming_markdown_reply_is_always_as_tall_as_its_text(fresh_di
             body = reply.query("Markdown")
             if body and body.first().is_mounted and reply.content_size.height:
                 heights.add(body.first().outer_size.height)
+        model.let(1)
+        await wait_until(pilot, lambda: chat.reply is None, 10, "the end of the reply")
         assert len(heights) >= 4  # it grew while streaming
         await app.workers.wait_for_complete()
         await pilot.pause()
