@@ -197,6 +197,8 @@ class TurnView(Widget):
             self.text_shown()
             return
         self._update_head()
+        if not (self.is_attached and self.display):  # being removed (the app quits, the chat changes): nothing to mount into
+            return
         tail = self._tail_text()
         if tail.plain and self._tail is None:
             self._tail = Static(tail, classes="turn-tail")
@@ -280,6 +282,8 @@ class TurnView(Widget):
                 await wake.wait()
                 wake.clear()
                 if not self.markdown:  # raw text now: F9 again starts a worker
+                    break
+                if not (self.is_attached and self.display):  # being removed
                     break
                 if self._body is None:
                     self._body = self._new_body()
