@@ -4,7 +4,8 @@
 
 Runs the real app headless in a throw-away data/config dir: trains a short tiny base model
 (built-in corpus) and then a tiny chat model (chitchat conversations) from the training screen,
-offline, chats with the chat model under a system prompt, adds a damaged checkpoint folder (to
+offline, chats with the chat model under a system prompt (and regenerates the last reply: a
+second version), adds a damaged checkpoint folder (to
 show how broken ones are listed) and opens the checkpoint picker.
 Writes screen-chat.svg, screen-training.svg and screen-checkpoints.svg.  About a minute on a CPU.
 """
@@ -78,6 +79,9 @@ async def _shoot(out: Path) -> list[Path]:
             inp.focus()
             await pilot.press("enter")
             await _wait(pilot, lambda: chat.reply is None, 60)
+        # a second version of the last reply (Ctrl+R): its turn shows "2/2", the keys switch it
+        await pilot.press("ctrl+r")
+        await _wait(pilot, lambda: chat.reply is None and chat.turns[-1].versions == 2, 60)
         app.clear_notifications()
         await pilot.pause(0.5)
         written.append(Path(app.save_screenshot("screen-chat.svg", str(out))))
