@@ -145,3 +145,21 @@ async def test_a_corrected_reply_is_a_version_written_by_the_user(fresh_dirs):
         await run_from_palette(pilot, "next version", "Next version")  # the palette switches versions too
         await wait_until(pilot, lambda: chat.turns[-1].content == "Four.", 10, "the corrected version")
         assert [v.text for v in chat_turns(app)] == ["what is two and two?", "Four."]
+
+
+async def test_a_regenerated_reply_that_fails_leaves_the_chat_as_it_was(fresh_dirs):
+    from test_tui_chat_state import FailingChat
+
+    app = MiniGPTApp(autoload=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await fake_ready(pilot, app, FakeChat(["-"]))
+        chat = app.views["chat"]
+        await _send(pilot, "hello", "the first reply")
+        app.chat_model = FailingChat(["x"])
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: chat.reply is None and len(chat_turns(app)) == 2, 10, "the failed reply")
+        await pilot.pause()
+        assert [v.text for v in chat_turns(app)] == ["hello", "the first reply"]  # the question stays, with its reply
+        stored = app.conversations.turns(chat.conversation_id)
+        assert [(t.content, t.versions) for t in stored] == [("hello", 1), ("the first reply", 1)]
+        assert chat.query_one(ChatInput).text == ""  # nothing given back to the input: the question was not just sent

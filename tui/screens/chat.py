@@ -356,8 +356,8 @@ class ChatScreen(Screen):
         self.refresh_bindings()
 
     def action_version(self, step: int) -> None:
-        """Show the previous / next version of the selected turn (and below it, that version's
-        newest replies)."""
+        """Show the previous / next version of the selected turn (and below it, the turns last
+        shown under that version, else the newest)."""
         if self.selected is None or self.generating or self.editing is not None:
             return
         turn = self.turns[self.selected]

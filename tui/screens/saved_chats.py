@@ -146,30 +146,9 @@ class ConversationsScreen(ModalScreen[tuple[int, int | None] | None]):
 
     def action_export(self) -> None:
         cid = self._selected()
-        if cid is None:
-            return
-
-        def write(path_text: str | None, overwrite: bool = False) -> None:
-            if not path_text:
-                return
-            path = Path(path_text).expanduser()
-            try:
-                written = self.store.export(cid, path, overwrite=overwrite)
-            except FileExistsError:
-                self.app.push_screen(
-                    ConfirmScreen(f"{path} exists. Overwrite it?", yes="Overwrite"),
-                    lambda yes: write(path_text, overwrite=True) if yes else self.app.notify("Export cancelled"),
-                )
-                return
-            except OSError as exc:
-                self.app.notify(f"Could not export: {exc.strerror or exc}", severity="error")
-                return
-            self.app.notify(f"Exported to {written}")
-
-        self.app.push_screen(
-            PromptScreen("Export to Markdown file", str(self.store.default_export_path(cid)), lambda v: None if v else "give a file path"),
-            write,
-        )
+        if cid is not None:
+            self._write_file("Export to Markdown file", self.store.default_export_path(cid),
+                             lambda path, overwrite: f"Exported to {self.store.export(cid, path, overwrite=overwrite)}")
 
     # --- JSONL: training data (tui.store.chat_jsonl) ---
     def action_export_jsonl(self) -> None:
@@ -181,30 +160,38 @@ class ConversationsScreen(ModalScreen[tuple[int, int | None] | None]):
         self._export_jsonl(None, "Export every saved chat as JSONL (training data)")
 
     def _export_jsonl(self, ids: list[int] | None, title: str) -> None:
-        from tui.store.chat_jsonl import ChatFileError, default_jsonl_path, export_jsonl
+        from tui.store.chat_jsonl import default_jsonl_path, export_jsonl
 
-        def write(path_text: str | None, overwrite: bool = False) -> None:
+        self._write_file(title, default_jsonl_path(self.store, ids[0] if ids else None),
+                         lambda path, overwrite: one_line(export_jsonl(self.store, ids, path, overwrite=overwrite).summary(), 300))
+
+    def _write_file(self, title: str, default: Path, write) -> None:
+        """Ask for a path (``default`` filled in), then ``write(path, overwrite)``, which returns
+        what to tell the user.  An existing file is overwritten only when the user says so; a
+        file that cannot be written, or nothing to write (ValueError: chat_jsonl.ChatFileError),
+        is said in one line."""
+
+        def attempt(path_text: str | None, overwrite: bool = False) -> None:
             if not path_text:
                 return
             path = Path(path_text).expanduser()
             try:
-                done = export_jsonl(self.store, ids, path, overwrite=overwrite)
+                told = write(path, overwrite)
             except FileExistsError:
                 self.app.push_screen(
                     ConfirmScreen(f"{path} exists. Overwrite it?", yes="Overwrite"),
-                    lambda yes: write(path_text, overwrite=True) if yes else self.app.notify("Export cancelled"),
+                    lambda yes: attempt(path_text, overwrite=True) if yes else self.app.notify("Export cancelled"),
                 )
                 return
-            except ChatFileError as exc:
+            except ValueError as exc:
                 self.app.notify(one_line(f"Nothing exported: {exc}", 300), severity="warning")
                 return
             except OSError as exc:
                 self.app.notify(f"Could not export: {exc.strerror or exc}", severity="error")
                 return
-            self.app.notify(one_line(done.summary(), 300))
+            self.app.notify(told)
 
-        default = default_jsonl_path(self.store, ids[0] if ids else None)
-        self.app.push_screen(PromptScreen(title, str(default), lambda v: None if v else "give a file path"), write)
+        self.app.push_screen(PromptScreen(title, str(default), lambda v: None if v else "give a file path"), attempt)
 
     def action_import_jsonl(self) -> None:
         from tui.store.chat_jsonl import ChatFileError, default_jsonl_path, import_jsonl
