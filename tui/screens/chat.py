@@ -656,12 +656,15 @@ class ChatScreen(Screen):
         turn = self.turns[index]
         self._drop_from_view(len(self.turns) - index)
         self.editing = turn
-        what = "the reply, as you would have it" if turn.role == "assistant" else "your message"
+        what = "the reply, as you would have it (typing replaces it all)" if turn.role == "assistant" else "your message"
         self.edit_note = NoteView(with_keys(self.app, f"editing {what}: Enter saves it as a new version (the earlier one is kept); <chat.stop> cancels"))
         self._add(self.edit_note)
         inp = self.query_one(ChatInput)
         inp.load_text(turn.content)
-        inp.move_cursor(inp.document.end)
+        if turn.role == "assistant":  # a correction is mostly new text: typing replaces it all
+            inp.select_all()
+        else:
+            inp.move_cursor(inp.document.end)
         inp.focus()
         self.refresh_bindings()
 
