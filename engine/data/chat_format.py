@@ -77,9 +77,10 @@ def stop_token_ids(tokenizer) -> list[int]:
     return ids
 
 
-def check_messages(messages, where: str) -> list[dict]:
+def check_messages(messages, where: str, need_reply: bool = True) -> list[dict]:
     """A row's ``messages``: a non-empty list of {role, content} with a known role and text
-    content, else DataError naming ``where`` (the file and row)."""
+    content, and (``need_reply``: to train on) an assistant message, else DataError naming
+    ``where`` (the file and row)."""
     if not isinstance(messages, list) or not messages:
         raise DataError(f"{where}: 'messages' must be a non-empty list of {{role, content}}")
     out = []
@@ -91,7 +92,7 @@ def check_messages(messages, where: str) -> list[dict]:
         if not isinstance(m["content"], str):
             raise DataError(f"{where}: message {i + 1}'s content must be text")
         out.append({"role": m["role"], "content": m["content"]})
-    if not any(m["role"] == "assistant" for m in out):
+    if need_reply and not any(m["role"] == "assistant" for m in out):
         raise DataError(f"{where}: no assistant message (nothing to learn from)")
     return out
 

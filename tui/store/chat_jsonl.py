@@ -29,7 +29,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.data.chat_format import ROLES
+from engine.data.chat_format import check_messages
+from engine.errors import DataError
 from engine.store.atomic import write_bytes
 
 from tui.store.conversations import ConversationStore, Turn
@@ -171,16 +172,10 @@ def parse_row(text: str, where: str, line: int) -> ChatRow:
     if "messages" not in row:
         keys = ", ".join(sorted(map(str, row))[:6]) or "none"
         raise ChatFileError(f"{where}: no 'messages' (its keys: {keys}); a chat is {{\"messages\": [{{\"role\": ..., \"content\": ...}}]}}")
-    messages = row["messages"]
-    if not isinstance(messages, list) or not messages:
-        raise ChatFileError(f"{where}: 'messages' must be a non-empty list of {{role, content}}")
-    for i, m in enumerate(messages, 1):  # the wording of training's own check (engine.data.chat_format)
-        if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise ChatFileError(f"{where}: message {i} must have 'role' and 'content'")
-        if m["role"] not in ROLES:
-            raise ChatFileError(f"{where}: message {i} has role {m['role']!r}: use system, user or assistant")
-        if not isinstance(m["content"], str):
-            raise ChatFileError(f"{where}: message {i}'s content must be text")
+    try:  # training's own check of a row (a chat without a reply can still be saved)
+        messages = check_messages(row["messages"], where, need_reply=False)
+    except DataError as exc:
+        raise ChatFileError(str(exc)) from None
     for key in ("title", "checkpoint"):
         if row.get(key) is not None and not isinstance(row[key], str):
             raise ChatFileError(f"{where}: '{key}' must be text")
