@@ -17,6 +17,7 @@ already imported are searched first; the others are imported only for an id not 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import re
@@ -66,12 +67,7 @@ def load_keymap(path: Path, known_ids: set[str]) -> tuple[dict[str, str], list[s
 
 def binding_ids(*classes) -> set[str]:
     """Every binding id declared by these App/Screen/Widget classes."""
-    ids = set()
-    for cls in classes:
-        for binding in getattr(cls, "BINDINGS", []):
-            if getattr(binding, "id", None):
-                ids.add(binding.id)
-    return ids
+    return set(declared(classes))
 
 
 # --- where bindings are declared ---
@@ -112,6 +108,7 @@ def declared(owners) -> dict[str, tuple[type, object]]:
     return out
 
 
+@functools.cache  # (a class's bindings never change: every text naming a key asks, the palette at each keystroke)
 def _declaration(binding_id: str) -> tuple[type, object]:
     found = declared(binding_owners(load=False)).get(binding_id)
     if found is None:
