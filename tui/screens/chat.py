@@ -155,10 +155,14 @@ class ChatScreen(Screen):
         """The open chat's sampling settings: its own, or the defaults (F4)."""
         return self.chat_sampling or self.app.settings.sampling
 
+    def _own_sampling(self, sampling: Sampling) -> Sampling | None:
+        """A chat's own values; None when they are the defaults (the chat then follows them)."""
+        return None if sampling == self.app.settings.sampling else sampling
+
     def set_sampling(self, sampling: Sampling) -> None:
         """The open chat's sampling (F4), stored with it; a chat whose values are the defaults
         follows the defaults (a new chat takes them when it starts)."""
-        self.chat_sampling = None if sampling == self.app.settings.sampling else sampling
+        self.chat_sampling = self._own_sampling(sampling)
         if self.conversation_id is not None:
             self.app.conversations.set_sampling(self.conversation_id, _as_dict(self.chat_sampling))
         self.update_status()
@@ -313,11 +317,12 @@ class ChatScreen(Screen):
         self.system_prompt = conv.system_prompt
         self.show_system_prompt()
         self.chat_sampling = None
-        if conv.sampling is not None:
+        if conv.sampling is not None:  # (read only: opening a chat writes nothing)
             try:
-                self.set_sampling(Sampling.from_dict(conv.sampling))
+                self.chat_sampling = self._own_sampling(Sampling.from_dict(conv.sampling))
             except (ValueError, TypeError, UsageError) as exc:
                 self.app.notify(one_line(f"This chat's sampling settings were unreadable ({exc}): it uses the defaults", 200), severity="warning")
+        self.update_status()
         self.show_path()
         hit = next((i for i, t in enumerate(self.turns) if t.id == message_id), None)
         if hit is not None and self.turns[hit].versions > 1:  # the branch the search found
