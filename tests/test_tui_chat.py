@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from test_tui_support import FakeChat, anyio_backend, fake_ready, ckpt_home, plain, wait_until  # noqa: F401  (fixtures)
+from test_tui_support import FakeChat, anyio_backend, shown_texts, fake_ready, ckpt_home, plain, wait_until  # noqa: F401  (fixtures)
 from engine.events import TokenGenerated
 from tui.app import MiniGPTApp
 from tui.widgets.turns import ChatInput, TurnView
@@ -33,15 +33,8 @@ def _turns(app):
     return list(app.screen.query(TurnView))
 
 
-async def test_send_message_streams_reply_and_persists(ckpt_home, tiny_checkpoint, monkeypatch):
-    shown: list[str] = []
-    original = TurnView.set_text
-
-    def spy(self, text):
-        shown.append(text)
-        original(self, text)
-
-    monkeypatch.setattr(TurnView, "set_text", spy)
+async def test_send_message_streams_reply_and_persists(ckpt_home, tiny_checkpoint, monkeypatch, shown_texts):
+    shown = shown_texts
     monkeypatch.setattr("tui.screens.chat.REPLY_UPDATE_INTERVAL_S", 0.0)  # every piece on screen (see the batching test)
     app = MiniGPTApp()
     async with app.run_test(size=(100, 30)) as pilot:
@@ -376,7 +369,7 @@ async def test_view_follows_bottom_only_while_at_bottom(fresh_dirs, monkeypatch)
         await wait_until(pilot, at_bottom, 10, "the view at the bottom of the finished reply")
 
 
-async def test_streaming_updates_are_batched(fresh_dirs, monkeypatch):
+async def test_streaming_updates_are_batched(fresh_dirs, monkeypatch, shown_texts):
     """The worker posts the reply at most once per REPLY_UPDATE_INTERVAL_S (the first piece at
     once), so a fast model does not make the UI redraw, and take the GIL, for every token.  The
     clock the batching reads is the model's: piece i comes at second i, so with a 5 s interval
@@ -396,14 +389,7 @@ async def test_streaming_updates_are_batched(fresh_dirs, monkeypatch):
         return messages.ReplyProgress(reply_id, text)
 
     monkeypatch.setattr(reply_stream, "ReplyProgress", progress)
-    shown: list[str] = []
-    original = TurnView.set_text
-
-    def spy(self, text):
-        shown.append(text)
-        original(self, text)
-
-    monkeypatch.setattr(TurnView, "set_text", spy)
+    shown = shown_texts
     pieces = [f"w{i} " for i in range(300)]
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(80, 24)) as pilot:

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from test_tui_support import FakeChat, anyio_backend, fake_ready, plain, run_from_palette, wait_until  # noqa: F401  (fixtures)
+from test_tui_support import FakeChat, anyio_backend, shown_texts, fake_ready, plain, run_from_palette, wait_until  # noqa: F401  (fixtures)
 from engine.events import GenerationFinished
 from engine.store.settings import Settings, load_settings
 from tui.app import MiniGPTApp
@@ -75,19 +75,12 @@ async def test_reply_is_rendered_as_markdown_and_user_text_stays_literal(fresh_d
         assert _blocks(_turns(app)[1]) == ["MarkdownH2", "MarkdownOrderedList", "MarkdownFence", "MarkdownParagraph"]
 
 
-async def test_the_whole_text_is_shown_when_the_reply_ends(fresh_dirs, monkeypatch):
+async def test_the_whole_text_is_shown_when_the_reply_ends(fresh_dirs, monkeypatch, shown_texts):
     """The real streaming path with one update (the first piece) before the end: finishing shows
     the whole reply.  Then a reply whose final text does not continue what was streamed (the
     decode's last text re-decoded) is shown as the final text."""
     monkeypatch.setattr("tui.screens.chat.REPLY_UPDATE_INTERVAL_S", 60.0)  # the first piece only
-    shown: list[str] = []
-    original = TurnView.set_text
-
-    def spy(self, text):
-        shown.append(text)
-        original(self, text)
-
-    monkeypatch.setattr(TurnView, "set_text", spy)
+    shown = shown_texts
     app = MiniGPTApp(autoload=False)
     async with app.run_test(size=(100, 40)) as pilot:
         await fake_ready(pilot, app, FakeChat(REPLY))

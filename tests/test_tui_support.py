@@ -182,3 +182,19 @@ class FakeChat:
 def anyio_backend():
     """Async tests run on asyncio (the anyio pytest plugin; Textual needs asyncio)."""
     return "asyncio"
+
+
+@pytest.fixture
+def shown_texts(monkeypatch) -> list[str]:
+    """Every text a chat turn is given to show (``TurnView.set_text``), in order."""
+    from tui.widgets.turns import TurnView
+
+    shown: list[str] = []
+    original = TurnView.set_text
+
+    def spy(self, text):
+        shown.append(text)
+        original(self, text)
+
+    monkeypatch.setattr(TurnView, "set_text", spy)
+    return shown
